@@ -1,0 +1,158 @@
+//! The command line, exactly as the design brief's CLI contract gives it.
+//! Parsing only: [`crate::config`] turns these raw arguments into a
+//! validated configuration.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replicafs",
+    version,
+    about = "Mount a directory and mirror every change made through the mount to targets",
+    long_about = None,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount SOURCE at MOUNTPOINT and replicate every change to each TARGET.
+    Mount(MountArgs),
+    /// Wait until every change made before this call is durable on every target.
+    Sync {
+        mountpoint: PathBuf,
+        /// Give up after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Show the state of a mount and its targets.
+    Status {
+        mountpoint: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare two trees; exit 0 when identical, 1 with one line per difference.
+    Verify { source: PathBuf, target: OsString },
+    /// Drain pending changes and unmount.
+    Unmount {
+        mountpoint: PathBuf,
+        /// Give up draining after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountArgs {
+    /// The directory whose contents the mount shows.
+    pub source: PathBuf,
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// A directory, or rsync://[USER@]HOST[:PORT]/MODULE[/PATH]; repeat for several.
+    #[arg(long = "target", required = true, value_name = "TARGET")]
+    pub targets: Vec<OsString>,
+    /// When writes return relative to the targets.
+    #[arg(long, value_enum, default_value_t = Consistency::Fsync)]
+    pub consistency: Consistency,
+    /// In async mode, how far targets may fall behind (e.g. 1s, 500ms).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_lag: Option<std::time::Duration>,
+    /// Fast-I/O backend for moving data to targets.
+    #[arg(long, value_enum, default_value_t = IoChoice::Auto)]
+    pub io: IoChoice,
+    /// Where the journal, log and control socket live.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Password for rsync:// targets (else RSYNC_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Detach; exit 0 only once the mount is live.
+    #[arg(long)]
+    pub daemon: bool,
+    /// FUSE options, comma separated (allow_other, default_permissions, ro, ...).
+    #[arg(short = 'o', value_name = "OPTION[,OPTION...]")]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Consistency {
+    /// A write returns once every target applied it.
+    Sync,
+    /// Writes return at once; fsync and `replicafs sync` are barriers.
+    Fsync,
+    /// Never block writers; lag bounded by --max-lag.
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoChoice {
+    /// io_uring on Linux when the kernel allows it, else portable.
+    Auto,
+    Uring,
+    Portable,
+}
+
+/// Durations as humans write them: 250ms, 1s, 5m, 1h 30m.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}); try e.g. 500ms, 2s, 5m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_parses_the_contract() {
+        let cli = Cli::try_parse_from([
+            "replicafs",
+            "mount",
+            "/s",
+            "/m",
+            "--target",
+            "/t",
+            "--target",
+            "rsync://u@h:873/mod/p",
+            "--consistency",
+            "async",
+            "--max-lag",
+            "250ms",
+            "--io",
+            "portable",
+            "--state-dir",
+            "/st",
+            "--daemon",
+            "-o",
+            "allow_other,ro",
+        ])
+        .unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(m.targets.len(), 2);
+        assert_eq!(m.consistency, Consistency::Async);
+        assert_eq!(m.max_lag, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(m.io, IoChoice::Portable);
+        assert!(m.daemon);
+        assert_eq!(m.options, vec!["allow_other,ro"]);
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let e = Cli::try_parse_from(["replicafs", "sync", "/m", "--timeout", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("'soon' is not a duration"), "{e}");
+    }
+}

@@ -1,0 +1,528 @@
+//! Raw command-line arguments → a validated configuration. Every check
+//! happens here, before anything is mounted or created, and every error
+//! names the argument that was wrong.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{Consistency, IoChoice, MountArgs};
+use crate::error::{Error, Result};
+
+/// A validated `replicafs mount`.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Canonical, an existing directory.
+    pub source: PathBuf,
+    /// Canonical, an existing empty directory that is not a mount.
+    pub mountpoint: PathBuf,
+    pub targets: Vec<Target>,
+    pub consistency: Consistency,
+    pub max_lag: Duration,
+    pub io: IoChoice,
+    pub state_dir: PathBuf,
+    pub password_file: Option<PathBuf>,
+    pub daemon: bool,
+    pub fuse: FuseMountOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A local directory (absolute; it may not exist yet).
+    Dir(PathBuf),
+    Rsync(RsyncUrl),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Dir(p) => write!(f, "{}", p.display()),
+            Target::Rsync(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// `rsync://[USER@]HOST[:PORT]/MODULE[/PATH]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RsyncUrl {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub module: String,
+    pub path: String,
+}
+
+impl fmt::Display for RsyncUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rsync://")?;
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            write!(f, "{}", self.host)?;
+        }
+        if self.port != 873 {
+            write!(f, ":{}", self.port)?;
+        }
+        write!(f, "/{}", self.module)?;
+        if !self.path.is_empty() {
+            write!(f, "/{}", self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl RsyncUrl {
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "target '{s}': {why} (expected rsync://[USER@]HOST[:PORT]/MODULE[/PATH])"
+            ))
+        };
+        let rest = s
+            .strip_prefix("rsync://")
+            .ok_or_else(|| bad("not an rsync:// URL"))?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no module"))?;
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
+            Some(_) => return Err(bad("empty user name before '@'")),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed '[' in host"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None if after.is_empty() => (h, None),
+                None => return Err(bad("junk after ']' in host")),
+            }
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => 873,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(&format!("port '{p}' is not a number from 1 to 65535")))?,
+        };
+        let path = path.trim_end_matches('/');
+        let (module, sub) = path.split_once('/').unwrap_or((path, ""));
+        if module.is_empty() {
+            return Err(bad("no module"));
+        }
+        let sub = sub.trim_matches('/');
+        if sub.split('/').any(|c| c == "..") {
+            return Err(bad("'..' in the path"));
+        }
+        Ok(RsyncUrl {
+            user,
+            host: host.to_string(),
+            port,
+            module: module.to_string(),
+            path: sub.to_string(),
+        })
+    }
+}
+
+/// FUSE options from `-o`, checked against what we support.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuseMountOptions {
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub read_only: bool,
+    pub writeback_cache: bool,
+    /// Session threads serving requests.
+    pub threads: Option<usize>,
+    pub fsname: Option<String>,
+    /// Plain mount flags passed to the kernel as they are.
+    pub flags: Vec<MountFlag>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountFlag {
+    NoAtime,
+    Atime,
+    NoDev,
+    Dev,
+    NoSuid,
+    Suid,
+    NoExec,
+    Exec,
+    DirSync,
+}
+
+pub const KNOWN_OPTIONS: &str = "allow_other, allow_root, default_permissions, ro, rw, noatime, \
+     atime, nodev, dev, nosuid, suid, noexec, exec, dirsync, fsname=NAME, writeback_cache, threads=N";
+
+impl FuseMountOptions {
+    pub fn parse(values: &[String]) -> Result<Self> {
+        let mut o = FuseMountOptions::default();
+        for opt in values.iter().flat_map(|v| v.split(',')).map(str::trim) {
+            match opt {
+                "" => {}
+                "allow_other" => o.allow_other = true,
+                "allow_root" => o.allow_root = true,
+                // Always on: the kernel checks SOURCE's modes for every caller.
+                "default_permissions" => {}
+                "ro" => o.read_only = true,
+                "rw" => o.read_only = false,
+                "writeback_cache" => o.writeback_cache = true,
+                "noatime" => o.flags.push(MountFlag::NoAtime),
+                "atime" => o.flags.push(MountFlag::Atime),
+                "nodev" => o.flags.push(MountFlag::NoDev),
+                "dev" => o.flags.push(MountFlag::Dev),
+                "nosuid" => o.flags.push(MountFlag::NoSuid),
+                "suid" => o.flags.push(MountFlag::Suid),
+                "noexec" => o.flags.push(MountFlag::NoExec),
+                "exec" => o.flags.push(MountFlag::Exec),
+                "dirsync" => o.flags.push(MountFlag::DirSync),
+                _ => {
+                    if let Some(name) = opt.strip_prefix("fsname=") {
+                        if name.is_empty() || name.contains(char::is_whitespace) {
+                            return Err(Error::invalid(format!(
+                                "-o {opt}: fsname must be non-empty without spaces"
+                            )));
+                        }
+                        o.fsname = Some(name.to_string());
+                    } else if let Some(n) = opt.strip_prefix("threads=") {
+                        let n = n.parse::<usize>().ok().filter(|n| (1..=256).contains(n));
+                        o.threads = Some(n.ok_or_else(|| {
+                            Error::invalid(format!(
+                                "-o {opt}: threads must be a number from 1 to 256"
+                            ))
+                        })?);
+                    } else {
+                        return Err(Error::invalid(format!(
+                            "-o: unknown mount option '{opt}' (known: {KNOWN_OPTIONS})"
+                        )));
+                    }
+                }
+            }
+        }
+        if o.allow_other && o.allow_root {
+            return Err(Error::invalid(
+                "-o: allow_other and allow_root exclude each other",
+            ));
+        }
+        Ok(o)
+    }
+}
+
+impl MountConfig {
+    /// Validates `mount` arguments against the filesystem as it is now.
+    pub fn from_args(args: &MountArgs) -> Result<Self> {
+        let source = existing_dir("source", &args.source)?;
+        let mountpoint = mountpoint(&args.mountpoint)?;
+        if mountpoint == source {
+            return Err(Error::invalid(format!(
+                "mountpoint {} is the source itself: mount somewhere else",
+                mountpoint.display()
+            )));
+        }
+        if mountpoint.starts_with(&source) {
+            return Err(Error::invalid(format!(
+                "mountpoint {} is inside the source {}: the mount would contain itself",
+                mountpoint.display(),
+                source.display()
+            )));
+        }
+        let mut targets = Vec::new();
+        for raw in &args.targets {
+            let t = target(raw, &source, &mountpoint)?;
+            if targets.contains(&t) {
+                return Err(Error::invalid(format!("target {t} is given twice")));
+            }
+            targets.push(t);
+        }
+        if args.max_lag.is_some() && args.consistency != Consistency::Async {
+            return Err(Error::invalid(
+                "--max-lag only applies with --consistency async",
+            ));
+        }
+        if let Some(pf) = &args.password_file {
+            password_file_ok(pf)?;
+        }
+        let fuse = FuseMountOptions::parse(&args.options)?;
+        if fuse.writeback_cache && args.consistency == Consistency::Sync {
+            return Err(Error::invalid(
+                "-o writeback_cache cannot be used with --consistency sync: the kernel would \
+                 acknowledge writes before any target has them",
+            ));
+        }
+        let state_dir = match &args.state_dir {
+            Some(d) => absolute("state dir", d)?,
+            None => default_state_dir(&mountpoint),
+        };
+        if state_dir.starts_with(&source) || state_dir.starts_with(&mountpoint) {
+            return Err(Error::invalid(format!(
+                "state dir {} is inside the source or the mountpoint",
+                state_dir.display()
+            )));
+        }
+        Ok(MountConfig {
+            source,
+            mountpoint,
+            targets,
+            consistency: args.consistency,
+            max_lag: args.max_lag.unwrap_or(Duration::from_secs(1)),
+            io: args.io,
+            state_dir,
+            password_file: args.password_file.clone(),
+            daemon: args.daemon,
+            fuse,
+        })
+    }
+}
+
+fn existing_dir(what: &'static str, p: &Path) -> Result<PathBuf> {
+    let canon = p.canonicalize().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            Error::invalid(format!("{what} {} does not exist", p.display()))
+        } else {
+            Error::path(what, p, e)
+        }
+    })?;
+    if !canon.is_dir() {
+        return Err(Error::invalid(format!(
+            "{what} {} is not a directory",
+            p.display()
+        )));
+    }
+    Ok(canon)
+}
+
+fn mountpoint(p: &Path) -> Result<PathBuf> {
+    let canon = existing_dir("mountpoint", p)?;
+    if crate::mountinfo::is_mountpoint(&canon).map_err(|e| Error::path("mountpoint", p, e))? {
+        return Err(Error::invalid(format!(
+            "mountpoint {} is already a mount (unmount it first)",
+            p.display()
+        )));
+    }
+    let mut entries =
+        std::fs::read_dir(&canon).map_err(|e| Error::path("read mountpoint", p, e))?;
+    if entries.next().is_some() {
+        return Err(Error::invalid(format!(
+            "mountpoint {} is not empty: mounting would hide its contents",
+            p.display()
+        )));
+    }
+    Ok(canon)
+}
+
+fn target(raw: &OsString, source: &Path, mountpoint: &Path) -> Result<Target> {
+    if let Some(s) = raw.to_str().filter(|s| s.contains("://")) {
+        return RsyncUrl::parse(s).map(Target::Rsync);
+    }
+    let p = absolute("target", Path::new(raw))?;
+    let shown = Path::new(raw).display();
+    if p == source {
+        return Err(Error::invalid(format!(
+            "target {shown} is the source itself"
+        )));
+    }
+    if p.starts_with(source) {
+        return Err(Error::invalid(format!(
+            "target {shown} is inside the source {}: the replica would replicate itself",
+            source.display()
+        )));
+    }
+    if source.starts_with(&p) {
+        return Err(Error::invalid(format!(
+            "target {shown} contains the source {}: mirroring would overwrite the source",
+            source.display()
+        )));
+    }
+    if p.starts_with(mountpoint) {
+        return Err(Error::invalid(format!(
+            "target {shown} is inside the mountpoint {}",
+            mountpoint.display()
+        )));
+    }
+    if p.exists() && !p.is_dir() {
+        return Err(Error::invalid(format!(
+            "target {shown} exists and is not a directory"
+        )));
+    }
+    Ok(Target::Dir(p))
+}
+
+/// An absolute path with symlinks resolved as far as the path exists, so
+/// that "inside" checks compare real locations; the part that does not
+/// exist yet is appended as written (without `..`).
+fn absolute(what: &'static str, p: &Path) -> Result<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("current directory", e))?
+            .join(p)
+    };
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(c) => {
+                let mut out = c;
+                for comp in rest.iter().rev() {
+                    out.push(comp);
+                }
+                return Ok(out);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let name = match existing.components().next_back() {
+                    Some(Component::Normal(n)) => n.to_os_string(),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "{what} {}: cannot resolve '..' in a path that does not exist",
+                            p.display()
+                        )));
+                    }
+                };
+                rest.push(name);
+                existing = existing.parent().ok_or_else(|| {
+                    Error::invalid(format!("{what} {}: no existing parent", p.display()))
+                })?;
+            }
+            Err(e) => return Err(Error::path(what, p, e)),
+        }
+    }
+}
+
+/// rsync refuses a password file others can read; so do we.
+fn password_file_ok(p: &Path) -> Result<()> {
+    let meta = std::fs::metadata(p).map_err(|e| Error::path("password file", p, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!(
+            "password file {} is not a file",
+            p.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(Error::invalid(format!(
+                "password file {} must not be accessible by group or others (chmod 600 it)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `/var/lib/replicafs/<mountpoint>` for root, the XDG state directory
+/// otherwise, one folder per mountpoint.
+pub fn default_state_dir(mountpoint: &Path) -> PathBuf {
+    let base = if is_root() {
+        PathBuf::from("/var/lib/replicafs")
+    } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        PathBuf::from(x).join("replicafs")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".local/state/replicafs")
+    } else {
+        std::env::temp_dir().join("replicafs")
+    };
+    base.join(escape_path(mountpoint))
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[cfg(not(unix))]
+fn is_root() -> bool {
+    false
+}
+
+/// A path as one file name, reversibly: `/mnt/a-b` → `mnt-a%2Db`.
+fn escape_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let mut out = String::new();
+    for c in s.trim_start_matches('/').chars() {
+        match c {
+            '/' => out.push('-'),
+            '-' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_urls() {
+        let u = RsyncUrl::parse("rsync://alice@backup.example:8873/mod/some/dir/").unwrap();
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.host, "backup.example");
+        assert_eq!(u.port, 8873);
+        assert_eq!(u.module, "mod");
+        assert_eq!(u.path, "some/dir");
+        assert_eq!(
+            u.to_string(),
+            "rsync://alice@backup.example:8873/mod/some/dir"
+        );
+        let u = RsyncUrl::parse("rsync://[::1]/m").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 873));
+        for bad in [
+            "rsync://host",
+            "rsync:///mod",
+            "rsync://h:99999/m",
+            "rsync://h:0/m",
+            "rsync://h/",
+            "rsync://@h/m",
+            "rsync://h/m/../x",
+            "http://h/m",
+        ] {
+            assert!(RsyncUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn mount_options() {
+        let o = FuseMountOptions::parse(&["allow_other,ro".into(), "threads=8".into()]).unwrap();
+        assert!(o.allow_other && o.read_only);
+        assert_eq!(o.threads, Some(8));
+        let e = FuseMountOptions::parse(&["bogus".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown mount option 'bogus'"),
+            "{e}"
+        );
+        assert!(FuseMountOptions::parse(&["threads=0".into()]).is_err());
+        assert!(FuseMountOptions::parse(&["allow_other,allow_root".into()]).is_err());
+    }
+
+    #[test]
+    fn escape_is_one_name() {
+        assert_eq!(escape_path(Path::new("/mnt/a-b/c")), "mnt-a%2Db-c");
+        assert_eq!(escape_path(Path::new("/")), "-");
+    }
+
+    #[test]
+    fn absolute_keeps_missing_tail() {
+        let d = tempfile::tempdir().unwrap();
+        let p = absolute("t", &d.path().join("x/y")).unwrap();
+        assert_eq!(p, d.path().canonicalize().unwrap().join("x/y"));
+    }
+}

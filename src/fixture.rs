@@ -1,0 +1,143 @@
+//! Mounted fixtures for tests, ours and other projects': a temporary
+//! SOURCE, MOUNTPOINT and TARGET, a live mount between them, unmounted on
+//! drop (also when the test panics).
+//!
+//! ```no_run
+//! let fx = replicafs::fixture::Fixture::new().expect("mount");
+//! std::fs::write(fx.mnt().join("hello"), b"hi").unwrap();
+//! assert_eq!(std::fs::read(fx.source().join("hello")).unwrap(), b"hi");
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::config::FuseMountOptions;
+use crate::mount::{MountSpec, Mounted};
+
+pub struct Fixture {
+    // Field order matters: the mount goes before its directories.
+    mounted: Option<Mounted>,
+    source: PathBuf,
+    mnt: PathBuf,
+    target: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Builder for a [`Fixture`] with mount options.
+#[derive(Debug, Default, Clone)]
+pub struct FixtureBuilder {
+    options: FuseMountOptions,
+    world_traversable: bool,
+}
+
+impl FixtureBuilder {
+    /// `-o` options, as on the command line (e.g. "allow_other").
+    pub fn options(mut self, opts: &str) -> io::Result<Self> {
+        self.options = FuseMountOptions::parse(&[opts.to_string()])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(self)
+    }
+
+    /// Make the fixture's directories reachable by every user (mode 0755),
+    /// for tests that act as other users.
+    pub fn world_traversable(mut self) -> Self {
+        self.world_traversable = true;
+        self
+    }
+
+    pub fn mount(self) -> io::Result<Fixture> {
+        fuse_available().map_err(io::Error::other)?;
+        let dir = tempfile::Builder::new().prefix("replicafs-fx").tempdir()?;
+        let source = dir.path().join("source");
+        let mnt = dir.path().join("mnt");
+        let target = dir.path().join("target");
+        for d in [&source, &mnt, &target] {
+            std::fs::create_dir(d)?;
+        }
+        if self.world_traversable {
+            use std::os::unix::fs::PermissionsExt;
+            for d in [dir.path(), &source, &mnt, &target] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        let spec = MountSpec {
+            source: source.canonicalize()?,
+            mountpoint: mnt.canonicalize()?,
+            fuse: self.options,
+        };
+        let mounted = crate::mount::spawn(&spec)?;
+        Ok(Fixture {
+            mounted: Some(mounted),
+            source: spec.source,
+            mnt: spec.mountpoint,
+            target,
+            _dir: dir,
+        })
+    }
+}
+
+impl Fixture {
+    /// A fixture with default options.
+    pub fn new() -> io::Result<Self> {
+        Self::builder().mount()
+    }
+
+    pub fn builder() -> FixtureBuilder {
+        FixtureBuilder::default()
+    }
+
+    /// The directory the mount passes through to.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The mount itself.
+    pub fn mnt(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// Where replicas go.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The mount's statistics (largest requests seen, ...).
+    pub fn stats(&self) -> &crate::fs::fuse::FuseStats {
+        self.mounted
+            .as_ref()
+            .expect("mounted until dropped")
+            .stats()
+    }
+
+    /// Unmounts now, reporting failure (drop only logs it).
+    pub fn unmount(mut self) -> io::Result<()> {
+        match self.mounted.take() {
+            Some(m) => m.unmount(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether this process can mount FUSE filesystems; the error says why not.
+pub fn fuse_available() -> Result<(), String> {
+    let dev = Path::new("/dev/fuse");
+    if !dev.exists() {
+        return Err("/dev/fuse does not exist (load the fuse module, or run in a container with --device /dev/fuse)".into());
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        return Err(format!("cannot open /dev/fuse: {e}"));
+    }
+    let root = rustix::process::geteuid().is_root();
+    if !root && which("fusermount3").is_none() {
+        return Err("not root and fusermount3 is not installed (apt install fuse3)".into());
+    }
+    Ok(())
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,707 @@
+//! The FUSE adapter: kernel requests (through `fuser`) in, [`Vfs`] calls
+//! out. It holds no filesystem logic of its own; it negotiates the kernel
+//! connection, converts types and turns errors into errnos.
+
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+
+use crate::error::errno_of;
+use crate::fs::{Attr, Ctx, Entry, FileKind, Opened, SetAttr, SetTime, Vfs, XattrReply};
+
+/// Kernel-facing settings of a mount.
+#[derive(Clone, Debug)]
+pub struct FuseOptions {
+    /// How long the kernel may trust names and attributes without asking.
+    pub ttl: Duration,
+    /// Let the kernel cache writes (acknowledged before we see them).
+    pub writeback_cache: bool,
+    /// Largest write request to ask for; the kernel caps it at
+    /// `/proc/sys/fs/fuse/max_pages_limit` pages.
+    pub max_write: u32,
+}
+
+impl Default for FuseOptions {
+    fn default() -> Self {
+        FuseOptions {
+            ttl: Duration::from_secs(1),
+            writeback_cache: false,
+            max_write: 16 << 20,
+        }
+    }
+}
+
+/// What the mount has seen, for logs, tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct FuseStats {
+    /// Largest single write request the kernel sent: what it really grants.
+    pub largest_write: AtomicU64,
+    /// Largest single read request.
+    pub largest_read: AtomicU64,
+}
+
+pub struct FuseAdapter<F: Vfs> {
+    fs: Arc<F>,
+    options: FuseOptions,
+    stats: Arc<FuseStats>,
+}
+
+impl<F: Vfs> FuseAdapter<F> {
+    pub fn new(fs: Arc<F>, options: FuseOptions) -> Self {
+        FuseAdapter {
+            fs,
+            options,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<FuseStats> {
+        Arc::clone(&self.stats)
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            crtime: a.ctime,
+            kind: file_type(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: u32::try_from(a.rdev).unwrap_or(0),
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: io::Result<Entry>, op: &str) {
+        match r {
+            Ok(e) => reply.entry(&self.options.ttl, &self.attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(errno(op, &e)),
+        }
+    }
+}
+
+fn ctx(req: &Request) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+/// The errno for a failed operation. Failures without an OS error are our
+/// own and unexpected: they are logged, the caller sees EIO (or the kind's
+/// closest errno).
+fn errno(op: &str, e: &io::Error) -> Errno {
+    if e.raw_os_error().is_none() {
+        tracing::warn!("{op}: {e}");
+    } else {
+        tracing::trace!("{op}: {e}");
+    }
+    Errno::from_i32(errno_of(e))
+}
+
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+    })
+}
+
+fn fopen_flags(o: &Opened) -> FopenFlags {
+    if o.keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+fn raise(max: &AtomicU64, v: u64) {
+    max.fetch_max(v, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// Read buffer, one per session thread: reads are answered from here
+    /// instead of a fresh allocation per request.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<F: Vfs> Filesystem for FuseAdapter<F> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let mut wanted = InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_ASYNC_DIO;
+        if self.options.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let offered = config.capabilities();
+        let granted = wanted & offered;
+        if self.options.writeback_cache && !granted.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "writeback_cache: the kernel does not offer FUSE_WRITEBACK_CACHE",
+            ));
+        }
+        if let Err(unsupported) = config.add_capabilities(granted) {
+            tracing::debug!("kernel refused capabilities {unsupported:?}");
+        }
+        let requested = self.options.max_write;
+        if let Err(nearest) = config.set_max_write(requested) {
+            let _ = config.set_max_write(nearest);
+        }
+        // Readahead as large as the kernel allows: sequential reads then
+        // arrive in requests as large as writes may be.
+        if let Err(nearest) = config.set_max_readahead(requested) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(64);
+        tracing::info!(
+            abi = %config.kernel_abi(),
+            max_write_requested = requested,
+            max_pages_limit = max_pages_limit(),
+            writeback_cache = self.options.writeback_cache,
+            "FUSE connection initialised"
+        );
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.reply_entry(reply, self.fs.lookup(&ctx(req), parent.0, name), "lookup");
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(&ctx(req), ino.0, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&self.options.ttl, &self.attr(&a)),
+            Err(e) => reply.error(errno("getattr", &e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        match self.fs.setattr(&ctx(req), ino.0, fh.map(|f| f.0), &set) {
+            Ok(a) => reply.attr(&self.options.ttl, &self.attr(&a)),
+            Err(e) => reply.error(errno("setattr", &e)),
+        }
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(&ctx(req), ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno("readlink", &e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .fs
+            .mknod(&ctx(req), parent.0, name, mode, u64::from(rdev));
+        self.reply_entry(reply, r, "mknod");
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.reply_entry(
+            reply,
+            self.fs.mkdir(&ctx(req), parent.0, name, mode),
+            "mkdir",
+        );
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(&ctx(req), parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", &e)),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.rmdir(&ctx(req), parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", &e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.symlink(&ctx(req), parent.0, link_name, target);
+        self.reply_entry(reply, r, "symlink");
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.rename(
+            &ctx(req),
+            parent.0,
+            name,
+            newparent.0,
+            newname,
+            flags.bits(),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rename", &e)),
+        }
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.link(&ctx(req), ino.0, newparent.0, newname);
+        self.reply_entry(reply, r, "link");
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(&ctx(req), ino.0, flags.0) {
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+            Err(e) => reply.error(errno("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        raise(&self.stats.largest_read, u64::from(size));
+        READ_BUF.with_borrow_mut(|buf| {
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            match self.fs.read(&ctx(req), ino.0, fh.0, offset, buf) {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        raise(&self.stats.largest_write, data.len() as u64);
+        match self.fs.write(&ctx(req), ino.0, fh.0, offset, data) {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno("write", &e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(&ctx(req), ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.release(&ctx(req), ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("release", &e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(&ctx(req), ino.0, fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", &e)),
+        }
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(&ctx(req), ino.0, flags.0) {
+            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.fs.readdir(&ctx(req), ino.0, fh.0, offset, &mut |e| {
+            reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ctx = ctx(req);
+        let ttl = self.options.ttl;
+        let r = self.fs.readdir(&ctx, ino.0, fh.0, offset, &mut |e| {
+            let name = e.name.as_encoded_bytes();
+            if name == b"." || name == b".." {
+                // The kernel takes only the name and cookie of these: it
+                // never makes inodes from them, so no reference is taken.
+                let attr = self.attr(&Attr {
+                    ino: e.ino,
+                    size: 0,
+                    blocks: 0,
+                    atime: SystemTime::UNIX_EPOCH,
+                    mtime: SystemTime::UNIX_EPOCH,
+                    ctime: SystemTime::UNIX_EPOCH,
+                    kind: FileKind::Dir,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    rdev: 0,
+                    blksize: 0,
+                });
+                return reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    e.name,
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                );
+            }
+            match self.fs.lookup(&ctx, ino.0, e.name) {
+                Ok(entry) => {
+                    let full = reply.add(
+                        INodeNo(entry.ino()),
+                        e.offset,
+                        e.name,
+                        &ttl,
+                        &self.attr(&entry.attr),
+                        Generation(0),
+                    );
+                    if full {
+                        // Not sent: the kernel will not count this lookup.
+                        self.fs.forget(entry.ino(), 1);
+                    }
+                    full
+                }
+                // Removed since the directory was read: skip it, as
+                // readdir(3) may.
+                Err(_) => false,
+            }
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("readdirplus", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.releasedir(&ctx(req), ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("releasedir", &e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsyncdir(&ctx(req), ino.0, fh.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsyncdir", &e)),
+        }
+    }
+
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs(&ctx(req), ino.0) {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(errno("statfs", &e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.setxattr(&ctx(req), ino.0, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("setxattr", &e)),
+        }
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(&ctx(req), ino.0, name, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(errno("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(&ctx(req), ino.0, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => reply.error(errno("listxattr", &e)),
+        }
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.removexattr(&ctx(req), ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("removexattr", &e)),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.fs.access(&ctx(req), ino.0, mask.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("access", &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.fs.create(&ctx(req), parent.0, name, mode, flags) {
+            Ok((entry, o)) => reply.created(
+                &self.options.ttl,
+                &self.attr(&entry.attr),
+                Generation(0),
+                FileHandle(o.fh),
+                fopen_flags(&o),
+            ),
+            Err(e) => reply.error(errno("create", &e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self
+            .fs
+            .fallocate(&ctx(req), ino.0, fh.0, offset, length, mode)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fallocate", &e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.fs.lseek(&ctx(req), ino.0, fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(errno("lseek", &e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let r = self.fs.copy_file_range(
+            &ctx(req),
+            ino_in.0,
+            fh_in.0,
+            offset_in,
+            ino_out.0,
+            fh_out.0,
+            offset_out,
+            len,
+        );
+        match r {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno("copy_file_range", &e)),
+        }
+    }
+}
+
+/// The kernel's cap on pages per FUSE request, where it can be read.
+pub fn max_pages_limit() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}

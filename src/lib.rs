@@ -1,0 +1,18 @@
+//! replicafs: a mirror filesystem. It mounts a userspace filesystem over a
+//! SOURCE directory, passes every operation through to it, and (in the
+//! replication layers) mirrors every change to one or more targets.
+//!
+//! The crate is a library first so that other projects' tests can mount
+//! fixtures with [`fixture::Fixture`]; the `replicafs` binary is a thin CLI
+//! over it.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fs;
+pub mod mountinfo;
+
+#[cfg(unix)]
+pub mod fixture;
+#[cfg(unix)]
+pub mod mount;

@@ -1,0 +1,212 @@
+//! The `replicafs` command: arguments → validated configuration → run.
+//! Exit codes: 0 ok, 1 differences or a failed barrier, 2 usage or
+//! environment error; every error is one line naming what was wrong.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use replicafs::cli::{Cli, Command, MountArgs};
+use replicafs::config::{MountConfig, Target};
+
+/// Set in the environment of the background process `--daemon` starts.
+const DETACHED_ENV: &str = "REPLICAFS_DETACHED";
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("replicafs: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("REPLICAFS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,fuser=error"));
+    let detached = std::env::var_os(DETACHED_ENV).is_some();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!detached && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Mount(args) => mount(&args),
+        Command::Unmount {
+            mountpoint,
+            timeout: _,
+        } => {
+            replicafs::mount::unmount(&mountpoint)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { mountpoint, .. } => {
+            require_our_mount(&mountpoint)?;
+            not_yet("sync")
+        }
+        Command::Status { mountpoint, .. } => {
+            require_our_mount(&mountpoint)?;
+            not_yet("status")
+        }
+        Command::Verify { source, target } => {
+            if !source.is_dir() {
+                bail!("source {} is not a directory", source.display());
+            }
+            check_verify_target(&target)?;
+            not_yet("verify")
+        }
+    }
+}
+
+fn not_yet(what: &str) -> Result<ExitCode> {
+    eprintln!(
+        "replicafs {what}: not available yet in this version (it arrives with the change journal and sync engine)"
+    );
+    Ok(ExitCode::from(2))
+}
+
+fn require_our_mount(mountpoint: &Path) -> Result<()> {
+    let canon = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
+    match replicafs::mountinfo::find(&canon)? {
+        Some(m) if m.fstype == replicafs::mountinfo::FSTYPE => Ok(()),
+        Some(m) => bail!(
+            "{} is a {} mount, not a replicafs mount",
+            mountpoint.display(),
+            m.fstype
+        ),
+        None => bail!("{} is not mounted", mountpoint.display()),
+    }
+}
+
+fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
+    match target.to_str().filter(|s| s.contains("://")) {
+        Some(url) => {
+            replicafs::config::RsyncUrl::parse(url)?;
+        }
+        None => {
+            let p = Path::new(target);
+            if !p.is_dir() {
+                bail!("target {} is not a directory", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mount(args: &MountArgs) -> Result<ExitCode> {
+    let cfg = MountConfig::from_args(args)?;
+    create_private_dir(&cfg.state_dir)?;
+    for t in &cfg.targets {
+        if let Target::Dir(d) = t {
+            std::fs::create_dir_all(d).with_context(|| format!("create target {}", d.display()))?;
+        }
+    }
+    let detached = std::env::var_os(DETACHED_ENV).is_some();
+    if cfg.daemon && !detached {
+        return start_daemon(&cfg);
+    }
+    if detached {
+        // Leave the caller's session and working directory: the daemon must
+        // not hold a terminal or keep a directory busy.
+        let _ = rustix::process::setsid();
+        let _ = std::env::set_current_dir("/");
+    }
+    // Created files get exactly the mode the caller asked for: the kernel
+    // already applied the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let spec = replicafs::mount::MountSpec {
+        source: cfg.source.clone(),
+        mountpoint: cfg.mountpoint.clone(),
+        fuse: cfg.fuse.clone(),
+    };
+    replicafs::mount::run_foreground(&spec)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create state dir {}", dir.display()))
+}
+
+/// Starts this same command again in the background, without `--daemon`,
+/// logging to the state dir, and returns once its mount answers requests.
+fn start_daemon(cfg: &MountConfig) -> Result<ExitCode> {
+    let log_path = cfg.state_dir.join("replicafs.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open log {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    let exe = std::env::current_exe().context("find the replicafs executable")?;
+    let mut child = std::process::Command::new(exe)
+        .args(&args)
+        .env(DETACHED_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start the background process")?;
+    let live = replicafs::mount::wait_live(&cfg.mountpoint, Duration::from_secs(30), || {
+        Ok(child.try_wait()?.is_none())
+    });
+    if let Err(e) = live {
+        let _ = child.kill();
+        let _ = child.wait();
+        let tail = log_tail(&log_path, log_start);
+        bail!("{e}; log {}:{tail}", log_path.display());
+    }
+    eprintln!(
+        "replicafs: {} mounted at {} (pid {}, log {})",
+        cfg.source.display(),
+        cfg.mountpoint.display(),
+        child.id(),
+        log_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the background process wrote since `from`, on one line.
+fn log_tail(path: &Path, from: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(from).unwrap_or(0).min(text.len());
+    let s = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+    if last.is_empty() {
+        " (empty)".into()
+    } else {
+        format!(" {}", last.join(" | "))
+    }
+}
