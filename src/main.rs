@@ -19,13 +19,17 @@ const DETACHED_ENV: &str = "REPLICAFS_DETACHED";
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!(
+                "replicafs: {} (try 'replicafs --help')",
+                usage_error_line(&e)
+            );
+            return ExitCode::from(2);
         }
     };
     init_logging();
@@ -35,6 +39,29 @@ fn main() -> ExitCode {
             eprintln!("replicafs: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Clap's error as one line: its first line without the "error: " prefix.
+fn usage_error_line(e: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "no command given".into();
+    }
+    // The message runs until the blank line before "Usage:".
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = message.join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "invalid arguments".into()
+    } else {
+        line.to_string()
     }
 }
 

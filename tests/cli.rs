@@ -1,0 +1,402 @@
+//! The command line: every invalid invocation is refused with exit 2 and
+//! one line naming the problem, never a panic; `mount --daemon`, foreground
+//! mounts, signals and `unmount` work end to end with the real binary.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_replicafs"));
+    c.env_remove("RSYNC_PASSWORD").env("REPLICAFS_LOG", "warn");
+    c
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        for d in ["src", "mnt", "state"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        Dirs { _tmp: tmp, root }
+    }
+
+    fn p(&self, rel: &str) -> String {
+        self.root.join(rel).to_string_lossy().into_owned()
+    }
+}
+
+/// Runs `args`, expects exit 2 and a single stderr line containing `needle`.
+fn refused(args: &[&str], needle: &str) {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: exit {:?}, stderr {err}",
+        out.status
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr does not name the problem ({needle:?}):\n{err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line:\n{err}"
+    );
+    assert!(err.starts_with("replicafs"), "{args:?}: {err}");
+}
+
+#[test]
+fn invalid_invocations_exit_2_naming_the_problem() {
+    let d = Dirs::new();
+    let (src, mnt, state) = (d.p("src"), d.p("mnt"), d.p("state"));
+    std::fs::write(d.root.join("file"), b"x").unwrap();
+    let file = d.p("file");
+    let replica = d.p("replica");
+    let m = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = vec!["mount".into()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            m(&["/nonexistent/src", &mnt, "--target", &replica]),
+            "source /nonexistent/src does not exist",
+        ),
+        (
+            m(&[&file, &mnt, "--target", &replica]),
+            "is not a directory",
+        ),
+        (
+            m(&[&src, "/nonexistent/mnt", "--target", &replica]),
+            "mountpoint /nonexistent/mnt does not exist",
+        ),
+        (m(&[&src, &file, "--target", &replica]), "mountpoint"),
+        (
+            m(&[&src, &mnt, "--target", &format!("{src}/inner")]),
+            "is inside the source",
+        ),
+        (m(&[&src, &mnt, "--target", &src]), "is the source itself"),
+        (
+            m(&[&src, &mnt, "--target", &d.p("")]),
+            "contains the source",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &format!("{mnt}/x")]),
+            "inside the mountpoint",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &file]),
+            "exists and is not a directory",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "--target", &replica]),
+            "given twice",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "-o", "allow_other,bogus"]),
+            "unknown mount option 'bogus'",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "-o", "threads=0"]),
+            "threads",
+        ),
+        (m(&[&src, &mnt, "--target", "rsync://host"]), "no module"),
+        (
+            m(&[&src, &mnt, "--target", "rsync://host:70000/mod"]),
+            "port '70000'",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "--max-lag", "soon"]),
+            "'soon' is not a duration",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "--max-lag", "1s"]),
+            "--max-lag only applies",
+        ),
+        (
+            m(&[
+                &src,
+                &mnt,
+                "--target",
+                &replica,
+                "--consistency",
+                "sometimes",
+            ]),
+            "sometimes",
+        ),
+        (
+            m(&[&src, &mnt, "--target", &replica, "--io", "magic"]),
+            "magic",
+        ),
+        (
+            m(&[
+                &src,
+                &mnt,
+                "--target",
+                &replica,
+                "--consistency",
+                "sync",
+                "-o",
+                "writeback_cache",
+            ]),
+            "writeback_cache",
+        ),
+        (
+            m(&[
+                &src,
+                &mnt,
+                "--target",
+                &replica,
+                "--password-file",
+                "/nonexistent/pw",
+            ]),
+            "password file /nonexistent/pw",
+        ),
+        (m(&[&src, &mnt]), "--target"),
+        (
+            m(&[
+                &src,
+                &mnt,
+                "--target",
+                &replica,
+                "--state-dir",
+                &format!("{src}/st"),
+            ]),
+            "state dir",
+        ),
+        (vec!["sync".into(), src.clone()], "is not mounted"),
+        (
+            vec!["sync".into(), "/nonexistent".into()],
+            "mountpoint /nonexistent",
+        ),
+        (
+            vec!["status".into(), src.clone(), "--json".into()],
+            "is not mounted",
+        ),
+        (vec!["unmount".into(), src.clone()], "is not mounted"),
+        (
+            vec!["unmount".into(), "/proc".into()],
+            "not a replicafs mount",
+        ),
+        (vec!["verify".into(), file.clone(), src.clone()], "source"),
+        (
+            vec!["verify".into(), src.clone(), "rsync://h".into()],
+            "no module",
+        ),
+        (vec!["bogus".into()], "bogus"),
+        (vec![], "no command given"),
+    ];
+    // Mountpoint inside the source, and a non-empty mountpoint.
+    std::fs::create_dir(d.root.join("src/inner_mnt")).unwrap();
+    let inner = d.p("src/inner_mnt");
+    refused(
+        &["mount", &src, &inner, "--target", &replica],
+        "is inside the source",
+    );
+    let full = d.p("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(d.root.join("full/x"), b"").unwrap();
+    refused(
+        &["mount", &src, &full, "--target", &replica],
+        "is not empty",
+    );
+    // A password file others can read.
+    let pw = d.root.join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    refused(
+        &[
+            "mount",
+            &src,
+            &mnt,
+            "--target",
+            "rsync://h/m",
+            "--password-file",
+            &pw.to_string_lossy(),
+            "--state-dir",
+            &state,
+        ],
+        "must not be accessible by group or others",
+    );
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, needle);
+    }
+    assert!(
+        !Path::new(&replica).exists(),
+        "a refused mount created the target"
+    );
+}
+
+#[test]
+fn mounting_on_an_existing_mount_is_refused() {
+    let Some(fx) = common::fixture() else { return };
+    let d = Dirs::new();
+    refused(
+        &[
+            "mount",
+            &d.p("src"),
+            &fx.mnt().to_string_lossy(),
+            "--target",
+            &d.p("replica"),
+        ],
+        "is already a mount",
+    );
+}
+
+fn mounted(mnt: &Path) -> bool {
+    replicafs::mountinfo::find(mnt).unwrap().is_some()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn daemon_mount_is_live_on_return_and_unmount_takes_it_down() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture(); // prints the reason, or fails under CI
+        return;
+    }
+    let d = Dirs::new();
+    std::fs::write(d.root.join("src/hello"), b"hello\n").unwrap();
+    let out = ok(bin()
+        .args([
+            "mount",
+            &d.p("src"),
+            &d.p("mnt"),
+            "--target",
+            &d.p("replica"),
+            "--state-dir",
+            &d.p("state"),
+            "--daemon",
+        ])
+        .output()
+        .unwrap());
+    // Live on return: no polling here.
+    assert!(mounted(&d.root.join("mnt")));
+    assert_eq!(std::fs::read(d.root.join("mnt/hello")).unwrap(), b"hello\n");
+    std::fs::write(d.root.join("mnt/new"), b"through the mount").unwrap();
+    assert_eq!(
+        std::fs::read(d.root.join("src/new")).unwrap(),
+        b"through the mount"
+    );
+    assert!(
+        d.root.join("replica").is_dir(),
+        "the directory target is created"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted at"));
+    let entry = replicafs::mountinfo::find(&d.root.join("mnt"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.fstype, "fuse.replicafs");
+    assert_eq!(entry.source, d.p("src"));
+    // Commands that need the mount see it as ours.
+    let st = bin().args(["status", &d.p("mnt")]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&st.stderr).contains("not mounted"));
+    ok(bin().args(["unmount", &d.p("mnt")]).output().unwrap());
+    assert!(!mounted(&d.root.join("mnt")));
+    assert!(
+        std::fs::read_dir(d.root.join("mnt"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(
+        d.root.join("state/replicafs.log").is_file(),
+        "the daemon logs to the state dir"
+    );
+}
+
+#[test]
+fn foreground_mount_unmounts_cleanly_on_sigterm_and_sigint() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture();
+        return;
+    }
+    for (sig, busy) in [
+        (rustix::process::Signal::TERM, false),
+        (rustix::process::Signal::INT, false),
+        (rustix::process::Signal::TERM, true),
+    ] {
+        let d = Dirs::new();
+        let mut child = bin()
+            .args([
+                "mount",
+                &d.p("src"),
+                &d.p("mnt"),
+                "--target",
+                &d.p("replica"),
+                "--state-dir",
+                &d.p("state"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mnt = d.root.join("mnt");
+        wait_until("the mount", Duration::from_secs(10), || mounted(&mnt));
+        std::fs::write(mnt.join("f"), b"x").unwrap();
+        // A file held open keeps a plain unmount from succeeding: the mount
+        // is then detached and the process ends when the file is closed.
+        let held = busy.then(|| std::fs::File::open(mnt.join("f")).unwrap());
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+        wait_until("the unmount", Duration::from_secs(10), || !mounted(&mnt));
+        drop(held);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mount process did not exit after {sig:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            status.success(),
+            "{sig:?} busy={busy}: exit {status:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(std::fs::read(d.root.join("src/f")).unwrap(), b"x");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [&["--help"][..], &["--version"], &["mount", "--help"]] {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
