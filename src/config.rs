@@ -144,6 +144,8 @@ pub struct FuseMountOptions {
     pub allow_root: bool,
     pub read_only: bool,
     pub writeback_cache: bool,
+    /// Writes go through the kernel's page cache instead of straight to us.
+    pub cached_writes: bool,
     /// Session threads serving requests.
     pub threads: Option<usize>,
     pub fsname: Option<String>,
@@ -165,7 +167,7 @@ pub enum MountFlag {
 }
 
 pub const KNOWN_OPTIONS: &str = "allow_other, allow_root, default_permissions, ro, rw, noatime, \
-     atime, nodev, dev, nosuid, suid, noexec, exec, dirsync, fsname=NAME, writeback_cache, threads=N";
+     atime, nodev, dev, nosuid, suid, noexec, exec, dirsync, fsname=NAME, cached_writes, writeback_cache, threads=N";
 
 impl FuseMountOptions {
     pub fn parse(values: &[String]) -> Result<Self> {
@@ -180,6 +182,7 @@ impl FuseMountOptions {
                 "ro" => o.read_only = true,
                 "rw" => o.read_only = false,
                 "writeback_cache" => o.writeback_cache = true,
+                "cached_writes" => o.cached_writes = true,
                 "noatime" => o.flags.push(MountFlag::NoAtime),
                 "atime" => o.flags.push(MountFlag::Atime),
                 "nodev" => o.flags.push(MountFlag::NoDev),

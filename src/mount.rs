@@ -37,6 +37,7 @@ pub fn build(spec: &MountSpec) -> io::Result<(FuseAdapter<Passthrough>, Arc<Fuse
         Arc::new(core),
         FuseOptions {
             writeback_cache: spec.fuse.writeback_cache,
+            direct_writes: !spec.fuse.cached_writes && !spec.fuse.writeback_cache,
             ..FuseOptions::default()
         },
     );

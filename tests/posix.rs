@@ -871,3 +871,31 @@ impl ModeCompat for std::fs::DirBuilder {
         self.mode(mode)
     }
 }
+
+/// Shared writable mappings work on files opened for writing (their
+/// writes bypass the page cache otherwise) and reach SOURCE on msync.
+#[test]
+fn shared_mmap_writes_reach_source() {
+    let Some(fx) = common::fixture() else { return };
+    let path = fx.mnt().join("mapped");
+    std::fs::write(&path, vec![b'.'; 8192]).unwrap();
+    let script = "import mmap,os,sys\n\
+                  fd=os.open(sys.argv[1], os.O_RDWR)\n\
+                  m=mmap.mmap(fd, 8192)\n\
+                  m[100:105]=b'hello'\n\
+                  m.flush()\n\
+                  m.close(); os.close(fd)\n";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = std::fs::read(fx.source().join("mapped")).unwrap();
+    assert_eq!(&data[100..105], b"hello");
+    assert_eq!(data.len(), 8192);
+}

@@ -240,6 +240,11 @@ case $WD_FSTYPE in
     *) loud "work directory $WORKDIR is on '$WD_FSTYPE' (not a plain disk filesystem); continuing, but say so when quoting the numbers" ;;
 esac
 
+# One run per work directory at a time (the stale-mount sweep below would
+# otherwise unmount a concurrent run's mounts).
+exec 9>"$WORKDIR/.lock"
+flock -n 9 || die "another benches/e2e/run.sh is using $WORKDIR (lock $WORKDIR/.lock); wait for it or pass --workdir"
+
 # Stale mounts from an earlier run that was killed hard: the work directory
 # belongs to this harness, so unmount anything mounted below it.
 while read -r m; do
@@ -344,7 +349,7 @@ trap 'on_signal HUP' HUP
 run_bounded() {   # LIMIT_SECS cmd...
     local limit=$1 rc=0
     shift
-    timeout -k 15 "$limit" "$@" &
+    timeout -k 15 "$limit" "$@" 3>&- 4>&- 9>&- &
     CHILD_PID=$!
     wait "$CHILD_PID" || rc=$?
     CHILD_PID=
@@ -465,7 +470,7 @@ run_rep() {   # config rep -> 0 ok, 1 mount failure
     log "$cfg rep $rep: seq write $SIZE"
     local wrote=0
     if fio_step "$cfg" "$rep" seqwrite "$j-seqwrite.json" --name=seqwrite --filename="$f" \
-        --rw=write --bs=1M --size="$SIZE" --end_fsync=1 --fallocate=none \
+        --rw=write --bs=1M --size="$SIZE" --end_fsync=1 \
         && v=$(python3 "$SCRIPT_DIR/report.py" fio "$j-seqwrite.json" write bw_mbs); then
         record "$cfg" "$rep" seqwrite "$v"; wrote=1; log "  $v MB/s"
     else
@@ -540,6 +545,11 @@ run_rep() {   # config rep -> 0 ok, 1 mount failure
             return 1
         fi
     fi
+    # keep the daemon's own log (replicafs writes STATE_DIR/replicafs.log)
+    local lf
+    for lf in "$st"/*.log; do
+        [ -f "$lf" ] && cp "$lf" "$LOG_DIR/$cfg-rep$rep-state-$(basename "$lf")"
+    done
     if [ "$KEEP" != 1 ]; then
         safe_rm "$base"
         # ext4 here is mounted with 'discard': let the freed blocks settle
@@ -637,6 +647,16 @@ done
                else echo "- $cfg: not mounted (${CFG_STATUS[$cfg]})"; fi ;;
         esac
     done
+    echo
+    echo "## Workloads (per configuration and repetition, on a fresh source directory)"
+    echo
+    echo "DIR is the mount point (the source directory itself for native); fio common options: \`${FIO_COMMON[*]}\`."
+    echo
+    echo "1. sync; drop caches; \`fio --name=seqwrite --filename=DIR/seq.dat --rw=write --bs=1M --size=$SIZE --end_fsync=1\` → write bw_bytes / 10^6"
+    echo "2. sync; drop caches; \`fio --name=seqread_cold --filename=DIR/seq.dat --rw=read --bs=1M --size=$SIZE --invalidate=0\` → read bw"
+    echo "3. at once, the same read again (\`--name=seqread_warm\`) → read bw"
+    echo "4. sync; \`fio --name=randwrite --filename=DIR/seq.dat --rw=randwrite --bs=4k --size=$SIZE --time_based --runtime=$RAND_SECS\` → write IOPS"
+    echo "5. sync; \`python3 benches/e2e/smallfiles.py DIR/small $NFILES\` → files / (create+close, stat, unlink time)"
     echo
     echo "## Results"
     echo

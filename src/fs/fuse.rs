@@ -31,6 +31,9 @@ pub struct FuseOptions {
     /// Largest write request to ask for; the kernel caps it at
     /// `/proc/sys/fs/fuse/max_pages_limit` pages.
     pub max_write: u32,
+    /// Opens for writing bypass the kernel's page cache (FOPEN_DIRECT_IO):
+    /// a write goes from the caller's buffer straight into the request.
+    pub direct_writes: bool,
 }
 
 impl Default for FuseOptions {
@@ -39,6 +42,7 @@ impl Default for FuseOptions {
             ttl: Duration::from_secs(1),
             writeback_cache: false,
             max_write: 16 << 20,
+            direct_writes: true,
         }
     }
 }
@@ -138,12 +142,17 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
-fn fopen_flags(o: &Opened) -> FopenFlags {
+fn fopen_flags(o: &Opened, flags: i32, direct_writes: bool) -> FopenFlags {
+    // Nothing is buffered between the kernel and SOURCE, so close(2) need
+    // not wait for a FLUSH round trip.
+    let mut f = FopenFlags::FOPEN_NOFLUSH;
     if o.keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
     }
+    if direct_writes && flags & libc::O_ACCMODE != libc::O_RDONLY {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    f
 }
 
 fn raise(max: &AtomicU64, v: u64) {
@@ -164,7 +173,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_AUTO_INVAL_DATA
-            | InitFlags::FUSE_ASYNC_DIO;
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         if self.options.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -348,7 +358,10 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(&ctx(req), ino.0, flags.0) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+            Ok(o) => reply.opened(
+                FileHandle(o.fh),
+                fopen_flags(&o, flags.0, self.options.direct_writes),
+            ),
             Err(e) => reply.error(errno("open", &e)),
         }
     }
@@ -629,7 +642,7 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
                 &self.attr(&entry.attr),
                 Generation(0),
                 FileHandle(o.fh),
-                fopen_flags(&o),
+                fopen_flags(&o, flags, self.options.direct_writes),
             ),
             Err(e) => reply.error(errno("create", &e)),
         }

@@ -184,7 +184,11 @@ impl Passthrough {
 
     fn opened(&self, inode: &Inode, file: File) -> io::Result<Opened> {
         let st = rustix::fs::fstat(&file)?;
-        let stamp = stamp_of(&st);
+        self.opened_with(inode, file, &st)
+    }
+
+    fn opened_with(&self, inode: &Inode, file: File, st: &Stat) -> io::Result<Opened> {
+        let stamp = stamp_of(st);
         let keep_cache = {
             let mut cached = inode.cache_stamp.lock().unwrap_or_else(|e| e.into_inner());
             let keep = *cached == Some(stamp);
@@ -363,9 +367,13 @@ impl Vfs for Passthrough {
         if made {
             self.adopt(ctx, &parent, node.as_fd(), mode, FileKind::File)?;
         }
-        let entry = self.entry_for(node)?;
-        let inode = self.inode(entry.ino())?;
-        let opened = self.opened(&inode, file)?;
+        let st = rustix::fs::fstat(&file)?;
+        let ino = self.inodes.reference(node, key_of(&st));
+        let entry = Entry {
+            attr: attr_of(&st, ino),
+        };
+        let inode = self.inode(ino)?;
+        let opened = self.opened_with(&inode, file, &st)?;
         Ok((entry, opened))
     }
 
