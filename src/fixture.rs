@@ -11,7 +11,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::FuseMountOptions;
+use std::time::Duration;
+
+use crate::cli::{Consistency, IoChoice};
+use crate::config::{FuseMountOptions, Target};
 use crate::mount::{MountSpec, Mounted};
 
 pub struct Fixture {
@@ -24,10 +27,23 @@ pub struct Fixture {
 }
 
 /// Builder for a [`Fixture`] with mount options.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct FixtureBuilder {
     options: FuseMountOptions,
     world_traversable: bool,
+    consistency: Consistency,
+    state_dir: Option<PathBuf>,
+}
+
+impl Default for FixtureBuilder {
+    fn default() -> Self {
+        FixtureBuilder {
+            options: FuseMountOptions::default(),
+            world_traversable: false,
+            consistency: Consistency::Fsync,
+            state_dir: None,
+        }
+    }
 }
 
 impl FixtureBuilder {
@@ -42,6 +58,12 @@ impl FixtureBuilder {
     /// for tests that act as other users.
     pub fn world_traversable(mut self) -> Self {
         self.world_traversable = true;
+        self
+    }
+
+    /// When writes return relative to the target (default fsync).
+    pub fn consistency(mut self, c: Consistency) -> Self {
+        self.consistency = c;
         self
     }
 
@@ -60,10 +82,15 @@ impl FixtureBuilder {
                 std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
             }
         }
+        let state = self.state_dir.unwrap_or_else(|| dir.path().join("state"));
         let spec = MountSpec {
             source: source.canonicalize()?,
             mountpoint: mnt.canonicalize()?,
             fuse: self.options,
+            targets: vec![Target::Dir(target.clone())],
+            consistency: self.consistency,
+            io: IoChoice::Auto,
+            state_dir: state,
         };
         let mounted = crate::mount::spawn(&spec)?;
         Ok(Fixture {
@@ -107,6 +134,31 @@ impl Fixture {
             .as_ref()
             .expect("mounted until dropped")
             .stats()
+    }
+
+    /// Waits until the target holds every change made so far (a barrier,
+    /// like `replicafs sync`).
+    pub fn sync(&self) -> Result<(), String> {
+        self.mounted
+            .as_ref()
+            .expect("mounted until dropped")
+            .replication()
+            .drain(Duration::from_secs(60))
+    }
+
+    /// Differences between SOURCE and the target, one line each (empty:
+    /// identical), as `replicafs verify` reports them.
+    pub fn verify(&self) -> io::Result<Vec<String>> {
+        crate::verify::compare(&self.source, &self.target)
+    }
+
+    /// The replication engine, for status and barriers.
+    pub fn engine(&self) -> &std::sync::Arc<crate::sync::Engine> {
+        self.mounted
+            .as_ref()
+            .expect("mounted until dropped")
+            .replication()
+            .engine()
     }
 
     /// Unmounts now, reporting failure (drop only logs it).

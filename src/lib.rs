@@ -6,13 +6,22 @@
 //! fixtures with [`fixture::Fixture`]; the `replicafs` binary is a thin CLI
 //! over it.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fs;
+pub mod journal;
 pub mod mountinfo;
+pub mod sync;
 
+#[cfg(unix)]
+pub mod control;
 #[cfg(unix)]
 pub mod fixture;
 #[cfg(unix)]
 pub mod mount;
+#[cfg(unix)]
+pub mod target;
+#[cfg(unix)]
+pub mod verify;

@@ -83,42 +83,94 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mount(args) => mount(&args),
         Command::Unmount {
             mountpoint,
-            timeout: _,
+            timeout,
         } => {
+            let canon = require_our_mount(&mountpoint)?;
+            let timeout = timeout.unwrap_or(replicafs::mount::DRAIN_TIMEOUT);
+            let drained = drain(&canon, timeout);
             replicafs::mount::unmount(&mountpoint)?;
+            match drained {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!(
+                        "replicafs: unmounted {}, but {e}; the journal keeps the pending changes for the next mount",
+                        mountpoint.display()
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Sync {
+            mountpoint,
+            timeout,
+        } => {
+            let canon = require_our_mount(&mountpoint)?;
+            match drain(&canon, timeout.unwrap_or(Duration::from_secs(24 * 3600))) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("replicafs sync: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Status { mountpoint, json } => {
+            let canon = require_our_mount(&mountpoint)?;
+            let reply =
+                replicafs::control::request(&canon, "status", Some(Duration::from_secs(10)))?
+                    .map_err(|e| anyhow::anyhow!("status: {e}"))?;
+            if json {
+                println!("{reply}");
+            } else {
+                let st: replicafs::sync::status::Status =
+                    serde_json::from_str(&reply).context("status reply")?;
+                print!("{}", st.text());
+            }
             Ok(ExitCode::SUCCESS)
-        }
-        Command::Sync { mountpoint, .. } => {
-            require_our_mount(&mountpoint)?;
-            not_yet("sync")
-        }
-        Command::Status { mountpoint, .. } => {
-            require_our_mount(&mountpoint)?;
-            not_yet("status")
         }
         Command::Verify { source, target } => {
             if !source.is_dir() {
                 bail!("source {} is not a directory", source.display());
             }
             check_verify_target(&target)?;
-            not_yet("verify")
+            if target.to_str().is_some_and(|s| s.contains("://")) {
+                bail!("verify against rsync:// targets is not available in this version yet");
+            }
+            let diffs =
+                replicafs::verify::compare(&source, Path::new(&target)).with_context(|| {
+                    format!(
+                        "compare {} with {}",
+                        source.display(),
+                        Path::new(&target).display()
+                    )
+                })?;
+            for d in &diffs {
+                println!("{d}");
+            }
+            Ok(if diffs.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }
 
-fn not_yet(what: &str) -> Result<ExitCode> {
-    eprintln!(
-        "replicafs {what}: not available yet in this version (it arrives with the change journal and sync engine)"
-    );
-    Ok(ExitCode::from(2))
+/// Asks the mount's process to wait until every target has everything.
+fn drain(mountpoint: &Path, timeout: Duration) -> Result<(), String> {
+    let ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+    match replicafs::control::request(mountpoint, &format!("sync {ms}"), Some(timeout)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-fn require_our_mount(mountpoint: &Path) -> Result<()> {
+fn require_our_mount(mountpoint: &Path) -> Result<std::path::PathBuf> {
     let canon = mountpoint
         .canonicalize()
         .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
     match replicafs::mountinfo::find(&canon)? {
-        Some(m) if m.fstype == replicafs::mountinfo::FSTYPE => Ok(()),
+        Some(m) if m.fstype == replicafs::mountinfo::FSTYPE => Ok(canon),
         Some(m) => bail!(
             "{} is a {} mount, not a replicafs mount",
             mountpoint.display(),
@@ -145,6 +197,9 @@ fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
 
 fn mount(args: &MountArgs) -> Result<ExitCode> {
     let cfg = MountConfig::from_args(args)?;
+    if let Some(Target::Rsync(u)) = cfg.targets.iter().find(|t| matches!(t, Target::Rsync(_))) {
+        bail!("target {u}: rsync:// targets are not available in this version yet");
+    }
     create_private_dir(&cfg.state_dir)?;
     for t in &cfg.targets {
         if let Target::Dir(d) = t {
@@ -168,6 +223,10 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
         source: cfg.source.clone(),
         mountpoint: cfg.mountpoint.clone(),
         fuse: cfg.fuse.clone(),
+        targets: cfg.targets.clone(),
+        consistency: cfg.consistency,
+        io: cfg.io,
+        state_dir: cfg.state_dir.clone(),
     };
     replicafs::mount::run_foreground(&spec)?;
     Ok(ExitCode::SUCCESS)

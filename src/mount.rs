@@ -2,39 +2,201 @@
 //! configuration, runs the FUSE session, waits for it to go live, and
 //! takes it down on a signal or on `replicafs unmount`.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{FuseMountOptions, MountFlag};
+use crate::cli::{Consistency, IoChoice};
+use crate::config::{FuseMountOptions, MountFlag, Target as TargetSpec};
 use crate::error::context;
 use crate::fs::fuse::{FuseAdapter, FuseOptions, FuseStats};
 use crate::fs::passthrough::{Options, Passthrough};
+use crate::fs::recording::Recording;
+use crate::journal::Journal;
+use crate::sync::status::Status;
+use crate::sync::{Engine, Startup};
+use crate::target::Target;
+use crate::target::dir::DirTarget;
 
 /// Session threads when `-o threads=` is not given: enough that a slow
 /// SOURCE call does not stall every other request.
 pub const DEFAULT_THREADS: usize = 4;
 
-/// What to mount where. The CLI's [`crate::config::MountConfig`] and the
-/// test fixture both reduce to this.
+/// How long unmounting waits for the targets by default.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to mount where, and where to replicate. The CLI's
+/// [`crate::config::MountConfig`] and the test fixture both reduce to this.
 #[derive(Debug, Clone)]
 pub struct MountSpec {
     pub source: PathBuf,
     pub mountpoint: PathBuf,
     pub fuse: FuseMountOptions,
+    pub targets: Vec<TargetSpec>,
+    pub consistency: Consistency,
+    pub io: IoChoice,
+    pub state_dir: PathBuf,
 }
 
+/// The replication half of a mount: journal, engine, workers, control
+/// socket.
+pub struct Replication {
+    engine: Arc<Engine>,
+    handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    _control: Option<crate::control::Server>,
+}
+
+struct ControlHandler {
+    engine: Arc<Engine>,
+    mountpoint: String,
+    source: String,
+    consistency: Consistency,
+}
+
+impl ControlHandler {
+    fn status(&self) -> Status {
+        Status {
+            mountpoint: self.mountpoint.clone(),
+            source: self.source.clone(),
+            consistency: format!("{:?}", self.consistency).to_lowercase(),
+            io_backend: self.engine.io_backend().into(),
+            pid: std::process::id(),
+            targets: self.engine.target_status(),
+        }
+    }
+}
+
+impl crate::control::Handler for ControlHandler {
+    fn sync(&self, timeout: Duration) -> Result<(), String> {
+        self.engine.barrier(timeout)
+    }
+
+    fn status_json(&self) -> String {
+        serde_json::to_string(&self.status()).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+fn open_target(t: &TargetSpec) -> io::Result<Box<dyn Target>> {
+    match t {
+        TargetSpec::Dir(p) => Ok(Box::new(DirTarget::new(p)?)),
+        TargetSpec::Rsync(u) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("target {u}: rsync:// targets are not available in this version yet"),
+        )),
+    }
+}
+
+impl Replication {
+    /// Opens the journal and the targets, decides what the start-up
+    /// reconcile covers, and starts the workers and the control socket.
+    pub fn start(spec: &MountSpec) -> io::Result<Replication> {
+        let targets = spec
+            .targets
+            .iter()
+            .map(open_target)
+            .collect::<io::Result<Vec<_>>>()?;
+        let (journal, rec) = Journal::open(&spec.state_dir.join("journal"))?;
+        let names: String = spec.targets.iter().map(|t| format!("{t}\n")).collect();
+        let names_file = spec.state_dir.join("targets");
+        let same_targets = std::fs::read_to_string(&names_file).is_ok_and(|s| s == names);
+        let startup = if rec.existed && same_targets && rec.same_boot && !rec.clean {
+            let paths: BTreeSet<PathBuf> = rec
+                .records
+                .iter()
+                .flat_map(|r| r.op.paths().into_iter().map(Path::to_path_buf))
+                .collect();
+            tracing::info!(
+                records = rec.records.len(),
+                paths = paths.len(),
+                torn_bytes = rec.torn_bytes,
+                checkpoint = rec.checkpoint,
+                "recovery after an unclean stop: reconciling only the paths the journal names"
+            );
+            Startup::Paths(paths.into_iter().collect())
+        } else {
+            let why = if !rec.existed {
+                "first mount with this state dir"
+            } else if !same_targets {
+                "the targets changed"
+            } else if !rec.same_boot && !rec.clean {
+                "unclean stop in an earlier boot: the journal may have lost its tail"
+            } else {
+                "SOURCE may have changed while unmounted"
+            };
+            tracing::info!("reconciling every target with SOURCE: {why}");
+            Startup::Full
+        };
+        std::fs::write(&names_file, names)?;
+        let io = crate::backend::select(spec.io);
+        tracing::info!(
+            io_backend = io.name(),
+            "replicating to {} target(s)",
+            spec.targets.len()
+        );
+        let engine = Engine::new(&spec.source, journal, targets, io);
+        let handles = engine.start(startup)?;
+        let control = crate::control::serve(
+            &spec.mountpoint,
+            &spec.state_dir,
+            Arc::new(ControlHandler {
+                engine: Arc::clone(&engine),
+                mountpoint: spec.mountpoint.display().to_string(),
+                source: spec.source.display().to_string(),
+                consistency: spec.consistency,
+            }),
+        )
+        .map_err(|e| {
+            tracing::warn!("control socket: {e}");
+            e
+        })
+        .ok();
+        Ok(Replication {
+            engine,
+            handles: Mutex::new(handles),
+            _control: control,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Waits until every target has everything recorded so far.
+    pub fn drain(&self, timeout: Duration) -> Result<(), String> {
+        self.engine.barrier(timeout)
+    }
+
+    /// Stops the workers; records a clean shutdown when nothing is pending.
+    pub fn stop(&self) {
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        if !handles.is_empty() {
+            self.engine.shutdown(handles);
+        }
+    }
+}
+
+impl Drop for Replication {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Stack = FuseAdapter<Recording<Passthrough>>;
+
 /// The filesystem stack for a spec, ready to hand to a FUSE session.
-pub fn build(spec: &MountSpec) -> io::Result<(FuseAdapter<Passthrough>, Arc<FuseStats>)> {
+pub fn build(spec: &MountSpec) -> io::Result<(Stack, Arc<FuseStats>, Replication)> {
     let core = Passthrough::new(
         &spec.source,
         Options {
             writeback_cache: spec.fuse.writeback_cache,
         },
     )?;
+    let replication = Replication::start(spec)?;
+    let recording = Recording::new(core, Arc::clone(replication.engine()), spec.consistency);
     let adapter = FuseAdapter::new(
-        Arc::new(core),
+        Arc::new(recording),
         FuseOptions {
             writeback_cache: spec.fuse.writeback_cache,
             direct_writes: !spec.fuse.cached_writes && !spec.fuse.writeback_cache,
@@ -42,7 +204,7 @@ pub fn build(spec: &MountSpec) -> io::Result<(FuseAdapter<Passthrough>, Arc<Fuse
         },
     );
     let stats = adapter.stats();
-    Ok((adapter, stats))
+    Ok((adapter, stats, replication))
 }
 
 /// The session configuration: our mount options plus the user's.
@@ -102,7 +264,7 @@ pub fn session_config(spec: &MountSpec) -> fuser::Config {
 /// Mounts in this process with the session on background threads; the
 /// mount is live (it answers requests) when this returns.
 pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
-    let (adapter, stats) = build(spec)?;
+    let (adapter, stats, replication) = build(spec)?;
     let session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
         .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
     let session = session.spawn()?;
@@ -111,6 +273,7 @@ pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
         session: Some(session),
         mountpoint: spec.mountpoint.clone(),
         stats,
+        replication,
     })
 }
 
@@ -119,11 +282,16 @@ pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     stats: Arc<FuseStats>,
+    replication: Replication,
 }
 
 impl Mounted {
     pub fn stats(&self) -> &FuseStats {
         &self.stats
+    }
+
+    pub fn replication(&self) -> &Replication {
+        &self.replication
     }
 
     /// Unmounts and waits for the session to end. A busy mount is detached
@@ -136,13 +304,18 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        match session.umount_and_join() {
+        let r = match session.umount_and_join() {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!("unmount {}: {e}; detaching", self.mountpoint.display());
                 detach(&self.mountpoint)
             }
+        };
+        if let Err(e) = self.replication.drain(DRAIN_TIMEOUT) {
+            tracing::warn!("unmounted with changes still pending (kept in the journal): {e}");
         }
+        self.replication.stop();
+        r
     }
 }
 
@@ -157,7 +330,7 @@ impl Drop for Mounted {
 /// Runs the session in the foreground until the filesystem is unmounted
 /// (by `replicafs unmount`, umount(8), or SIGINT/SIGTERM/SIGHUP here).
 pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
-    let (adapter, stats) = build(spec)?;
+    let (adapter, stats, replication) = build(spec)?;
     let mut session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
         .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
     let mut unmounter = session.unmount_callable();
@@ -189,6 +362,14 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
     let result = session.run();
     signal_handle.close();
     let _ = watcher.join();
+    // The mount is gone; what was recorded still goes to the targets.
+    match replication.drain(DRAIN_TIMEOUT) {
+        Ok(()) => tracing::info!("every target has every change"),
+        Err(e) => tracing::warn!(
+            "stopping with changes pending (kept in the journal for the next mount): {e}"
+        ),
+    }
+    replication.stop();
     tracing::info!(
         largest_write = stats
             .largest_write

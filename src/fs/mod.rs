@@ -20,6 +20,7 @@ use std::time::SystemTime;
 #[cfg(unix)]
 pub mod fuse;
 pub mod passthrough;
+pub mod recording;
 
 /// Inode number as the kernel sees it. [`ROOT_INO`] is SOURCE itself.
 pub type Ino = u64;
@@ -27,6 +28,11 @@ pub type Ino = u64;
 pub type Fh = u64;
 
 pub const ROOT_INO: Ino = 1;
+
+/// A SOURCE inode itself, independent of its name: what replication reads
+/// current bytes and attributes from.
+#[cfg(unix)]
+pub type Identity = std::sync::Arc<std::os::fd::OwnedFd>;
 
 /// Who is asking: the credentials of the process behind a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +109,11 @@ pub struct Opened {
     /// The file did not change since the kernel last cached it: keep the
     /// page cache instead of dropping it on open.
     pub keep_cache: bool,
+    /// For create: the file was made by this call (not an existing one
+    /// opened because the name turned out to exist, which the kernel's view
+    /// of the directory may not know, e.g. after a rename between two hard
+    /// links of one file, which leaves both names in place).
+    pub created: bool,
 }
 
 /// One directory entry; `offset` is the cookie that resumes after it.
@@ -239,4 +250,9 @@ pub trait Vfs: Send + Sync + 'static {
         offset_out: u64,
         len: u64,
     ) -> io::Result<usize>;
+
+    /// The SOURCE inode behind `ino`, while the kernel holds it.
+    fn identity(&self, _ino: Ino) -> Option<Identity> {
+        None
+    }
 }

@@ -86,7 +86,8 @@ impl Journal {
     /// Opens (or creates) the journal in `dir`, returning what a previous
     /// run left. Torn tails are cut off; the clean marker is consumed.
     pub fn open(dir: &Path) -> io::Result<(Journal, Recovered)> {
-        std::fs::create_dir_all(dir).map_err(|e| context(format_args!("create journal dir {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| context(format_args!("create journal dir {}", dir.display()), e))?;
         let mut rec = Recovered::default();
         let cp_path = dir.join("checkpoint");
         if let Ok(s) = std::fs::read_to_string(&cp_path) {
@@ -95,12 +96,17 @@ impl Journal {
         }
         let clean_path = dir.join("clean");
         rec.clean = clean_path.exists();
-        rec.same_boot = std::fs::read_to_string(dir.join("boot_id")).is_ok_and(|b| b.trim() == boot_id());
+        rec.same_boot =
+            std::fs::read_to_string(dir.join("boot_id")).is_ok_and(|b| b.trim() == boot_id());
         let mut segs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let first = name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()?;
+                let first = name
+                    .strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()?;
                 Some((first, e.path()))
             })
             .collect();
@@ -153,9 +159,17 @@ impl Journal {
     pub fn append(&self, op: &Op) -> io::Result<u64> {
         let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
-        let Active { buf, file, size, .. } = &mut *a;
+        let Active {
+            buf, file, size, ..
+        } = &mut *a;
         buf.clear();
-        record::encode(&Record { seq, op: op.clone() }, buf);
+        record::encode(
+            &Record {
+                seq,
+                op: op.clone(),
+            },
+            buf,
+        );
         file.write_all(buf)
             .map_err(|e| context(format_args!("append to journal {}", self.dir.display()), e))?;
         *size += buf.len() as u64;
@@ -262,7 +276,10 @@ mod tests {
         let (j, rec) = Journal::open(d.path()).unwrap();
         assert!(rec.existed && !rec.clean && rec.same_boot);
         assert_eq!(rec.checkpoint, 4);
-        assert_eq!(rec.records.iter().map(|r| r.seq).collect::<Vec<_>>(), (5..=10).collect::<Vec<_>>());
+        assert_eq!(
+            rec.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (5..=10).collect::<Vec<_>>()
+        );
         assert_eq!(j.next_seq(), 11);
         j.set_checkpoint(10).unwrap();
         j.mark_clean().unwrap();
@@ -311,7 +328,13 @@ mod tests {
         j.set_checkpoint(last).unwrap();
         let segs = std::fs::read_dir(d.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("seg-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("seg-")
+            })
             .count();
         assert!(segs <= 2, "{segs} segments left");
     }

@@ -26,19 +26,59 @@ pub enum NodeKind {
 /// One change made through the mount. Paths are relative to the root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Create { path: PathBuf, kind: NodeKind, mode: u32 },
-    Symlink { path: PathBuf, target: PathBuf },
-    Link { from: PathBuf, to: PathBuf },
-    Unlink { path: PathBuf },
-    Rmdir { path: PathBuf },
-    Rename { from: PathBuf, to: PathBuf, flags: u32 },
+    Create {
+        path: PathBuf,
+        kind: NodeKind,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    Unlink {
+        path: PathBuf,
+    },
+    Rmdir {
+        path: PathBuf,
+    },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        flags: u32,
+    },
     /// chmod/chown/utimens: the values are taken from SOURCE when applied.
-    Attr { path: PathBuf },
-    Truncate { path: PathBuf, size: u64 },
-    Write { path: PathBuf, offset: u64, len: u64 },
-    Fallocate { path: PathBuf, mode: i32, offset: u64, len: u64 },
-    SetXattr { path: PathBuf, name: Vec<u8>, value: Vec<u8>, flags: i32 },
-    RemoveXattr { path: PathBuf, name: Vec<u8> },
+    Attr {
+        path: PathBuf,
+    },
+    Truncate {
+        path: PathBuf,
+        size: u64,
+    },
+    Write {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+    Fallocate {
+        path: PathBuf,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
+    SetXattr {
+        path: PathBuf,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    RemoveXattr {
+        path: PathBuf,
+        name: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -80,7 +120,10 @@ pub fn encode(rec: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&rec.seq.to_le_bytes());
-    let u64s = |out: &mut Vec<u8>, v: &[u64]| v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    let u64s = |out: &mut Vec<u8>, v: &[u64]| {
+        v.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+    };
     match &rec.op {
         Op::Create { path, kind, mode } => {
             out.push(1);
@@ -134,12 +177,22 @@ pub fn encode(rec: &Record, out: &mut Vec<u8>) {
             put_path(out, path);
             u64s(out, &[*offset, *len]);
         }
-        Op::Fallocate { path, mode, offset, len } => {
+        Op::Fallocate {
+            path,
+            mode,
+            offset,
+            len,
+        } => {
             out.push(10);
             put_path(out, path);
             u64s(out, &[*mode as u32 as u64, *offset, *len]);
         }
-        Op::SetXattr { path, name, value, flags } => {
+        Op::SetXattr {
+            path,
+            name,
+            value,
+            flags,
+        } => {
             out.push(11);
             put_path(out, path);
             put_bytes(out, name);
@@ -180,7 +233,9 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> io::Result<Vec<u8>> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
@@ -310,31 +365,58 @@ mod tests {
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (arb_path(), 0u8..6, any::<u64>(), any::<u32>()).prop_map(|(path, k, d, mode)| Op::Create {
-                path,
-                kind: match k {
-                    0 => NodeKind::File,
-                    1 => NodeKind::Dir,
-                    2 => NodeKind::Fifo,
-                    3 => NodeKind::Socket,
-                    4 => NodeKind::CharDevice(d),
-                    _ => NodeKind::BlockDevice(d),
-                },
-                mode
+            (arb_path(), 0u8..6, any::<u64>(), any::<u32>()).prop_map(|(path, k, d, mode)| {
+                Op::Create {
+                    path,
+                    kind: match k {
+                        0 => NodeKind::File,
+                        1 => NodeKind::Dir,
+                        2 => NodeKind::Fifo,
+                        3 => NodeKind::Socket,
+                        4 => NodeKind::CharDevice(d),
+                        _ => NodeKind::BlockDevice(d),
+                    },
+                    mode,
+                }
             }),
             (arb_path(), arb_path()).prop_map(|(path, target)| Op::Symlink { path, target }),
             (arb_path(), arb_path()).prop_map(|(from, to)| Op::Link { from, to }),
             arb_path().prop_map(|path| Op::Unlink { path }),
             arb_path().prop_map(|path| Op::Rmdir { path }),
-            (arb_path(), arb_path(), any::<u32>()).prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
+            (arb_path(), arb_path(), any::<u32>()).prop_map(|(from, to, flags)| Op::Rename {
+                from,
+                to,
+                flags
+            }),
             arb_path().prop_map(|path| Op::Attr { path }),
             (arb_path(), any::<u64>()).prop_map(|(path, size)| Op::Truncate { path, size }),
-            (arb_path(), any::<u64>(), any::<u64>()).prop_map(|(path, offset, len)| Op::Write { path, offset, len }),
-            (arb_path(), any::<i32>(), any::<u64>(), any::<u64>())
-                .prop_map(|(path, mode, offset, len)| Op::Fallocate { path, mode, offset, len }),
-            (arb_path(), proptest::collection::vec(any::<u8>(), 0..20), proptest::collection::vec(any::<u8>(), 0..50), any::<i32>())
-                .prop_map(|(path, name, value, flags)| Op::SetXattr { path, name, value, flags }),
-            (arb_path(), proptest::collection::vec(any::<u8>(), 0..20)).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+            (arb_path(), any::<u64>(), any::<u64>()).prop_map(|(path, offset, len)| Op::Write {
+                path,
+                offset,
+                len
+            }),
+            (arb_path(), any::<i32>(), any::<u64>(), any::<u64>()).prop_map(
+                |(path, mode, offset, len)| Op::Fallocate {
+                    path,
+                    mode,
+                    offset,
+                    len
+                }
+            ),
+            (
+                arb_path(),
+                proptest::collection::vec(any::<u8>(), 0..20),
+                proptest::collection::vec(any::<u8>(), 0..50),
+                any::<i32>()
+            )
+                .prop_map(|(path, name, value, flags)| Op::SetXattr {
+                    path,
+                    name,
+                    value,
+                    flags
+                }),
+            (arb_path(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(path, name)| Op::RemoveXattr { path, name }),
         ]
     }
 
@@ -375,7 +457,13 @@ mod tests {
     #[test]
     fn a_flipped_bit_is_detected() {
         let mut buf = Vec::new();
-        encode(&Record { seq: 7, op: Op::Unlink { path: "a/b".into() } }, &mut buf);
+        encode(
+            &Record {
+                seq: 7,
+                op: Op::Unlink { path: "a/b".into() },
+            },
+            &mut buf,
+        );
         buf[12] ^= 1;
         assert_eq!(decode_all(&buf).0.len(), 0);
     }

@@ -27,7 +27,7 @@ const SYNTHETIC_BASE: u64 = 1 << 62;
 pub type CacheStamp = (i64, i64, u64);
 
 pub struct Inode {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     pub key: Key,
     nlookup: AtomicU64,
     pub cache_stamp: Mutex<Option<CacheStamp>>,
@@ -36,6 +36,10 @@ pub struct Inode {
 impl Inode {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    pub fn identity(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.fd)
     }
 }
 
@@ -53,7 +57,7 @@ pub struct InodeTable {
 impl InodeTable {
     pub fn new(root_fd: OwnedFd, root_key: Key) -> Self {
         let root = Arc::new(Inode {
-            fd: root_fd,
+            fd: Arc::new(root_fd),
             key: root_key,
             // The root is never forgotten: it is not counted.
             nlookup: AtomicU64::new(1),
@@ -102,7 +106,7 @@ impl InodeTable {
             n
         };
         let inode = Arc::new(Inode {
-            fd,
+            fd: Arc::new(fd),
             key,
             nlookup: AtomicU64::new(1),
             cache_stamp: Mutex::new(None),

@@ -196,7 +196,11 @@ impl Passthrough {
             keep
         };
         let fh = self.handles.insert(Handle::new_file(file));
-        Ok(Opened { fh, keep_cache })
+        Ok(Opened {
+            fh,
+            keep_cache,
+            created: false,
+        })
     }
 
     fn file(&self, fh: Fh) -> io::Result<Arc<Handle>> {
@@ -373,7 +377,8 @@ impl Vfs for Passthrough {
             attr: attr_of(&st, ino),
         };
         let inode = self.inode(ino)?;
-        let opened = self.opened_with(&inode, file, &st)?;
+        let mut opened = self.opened_with(&inode, file, &st)?;
+        opened.created = made;
         Ok((entry, opened))
     }
 
@@ -455,6 +460,7 @@ impl Vfs for Passthrough {
         Ok(Opened {
             fh,
             keep_cache: false,
+            created: false,
         })
     }
 
@@ -575,6 +581,24 @@ impl Vfs for Passthrough {
         to.mark_written();
         sys::copy_file_range(from.file()?, offset_in, to.file()?, offset_out, len)
     }
+
+    fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {
+        self.inodes.get(ino).ok().map(|i| i.identity())
+    }
+}
+
+/// Opens a SOURCE inode held as an identity for I/O, whatever its name is
+/// now (the replication engine reads current bytes through this).
+pub fn open_identity(id: &crate::fs::Identity, flags: OFlags) -> io::Result<File> {
+    static PROC: std::sync::OnceLock<sys::Proc> = std::sync::OnceLock::new();
+    let proc = match PROC.get() {
+        Some(p) => p,
+        None => {
+            let p = sys::Proc::open()?;
+            PROC.get_or_init(|| p)
+        }
+    };
+    sys::reopen(proc, id.as_fd(), flags)
 }
 
 fn xattr_reply(mut buf: Vec<u8>, n: usize, size: u32) -> io::Result<XattrReply> {

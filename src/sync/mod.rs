@@ -1,0 +1,616 @@
+//! The sync engine: an ordered queue of changes (fed by the recording
+//! layer after each operation succeeded on SOURCE), one worker per target
+//! that applies them in that order, barriers that wait for them, and the
+//! journal checkpoint that follows what every target acknowledged.
+//!
+//! Queue positions count entries ever pushed. A target has *applied*
+//! position p when every entry before p is on it and durable (synced).
+//! Writes to one file coalesce into the file's latest entry while no worker
+//! has taken it yet, so a burst of writes becomes one range set.
+
+pub mod status;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::backend::FastIo;
+use crate::fs::{Identity, Ino};
+use crate::journal::Journal;
+use crate::journal::extents::ExtentSet;
+use crate::journal::record::Op;
+use crate::target::{Change, Progress, Target};
+
+/// One change waiting for the targets.
+pub struct Entry {
+    pub min_seq: u64,
+    pub op: Op,
+    pub extents: Option<ExtentSet>,
+    pub subject: Option<Identity>,
+    pub parents: Vec<(PathBuf, Identity)>,
+    pub at: Instant,
+}
+
+impl Entry {
+    fn bytes(&self) -> u64 {
+        match (&self.extents, &self.op) {
+            (Some(x), _) => x.bytes(),
+            (None, Op::Write { len, .. }) => *len,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    InSync,
+    CatchingUp,
+    Failing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::InSync => "in_sync",
+            State::CatchingUp => "catching_up",
+            State::Failing => "failing",
+        }
+    }
+}
+
+/// What a worker does before it drains the queue.
+#[derive(Clone, Debug)]
+pub enum Startup {
+    /// Walk everything (first mount, or the journal cannot be trusted).
+    Full,
+    /// Only these paths may differ (recovery after a crash in this boot).
+    Paths(Vec<PathBuf>),
+}
+
+struct Slot {
+    target: Box<dyn Target>,
+    applied: AtomicU64,
+    claimed: AtomicU64,
+    replicated: AtomicU64,
+    failing: AtomicBool,
+    reconciling: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    progress: Arc<Progress>,
+}
+
+struct Queue {
+    entries: VecDeque<Arc<Entry>>,
+    /// Position of `entries[0]`.
+    base: u64,
+    /// Position the next push gets.
+    pushed: u64,
+    /// Latest entry position of each file's writes (to coalesce into).
+    writes: HashMap<Ino, u64>,
+    /// Intents recorded whose operation has not finished yet.
+    inflight: BTreeSet<u64>,
+    full_reconcile: bool,
+}
+
+pub struct Engine {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    progress: Condvar,
+    slots: Vec<Slot>,
+    journal: Journal,
+    source: PathBuf,
+    io: Box<dyn FastIo>,
+    stop: AtomicBool,
+}
+
+/// Backoff between retries of a failing target.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub fn new(
+        source: &Path,
+        journal: Journal,
+        targets: Vec<Box<dyn Target>>,
+        io: Box<dyn FastIo>,
+    ) -> Arc<Self> {
+        let slots = targets
+            .into_iter()
+            .map(|target| Slot {
+                target,
+                applied: AtomicU64::new(0),
+                claimed: AtomicU64::new(0),
+                replicated: AtomicU64::new(0),
+                failing: AtomicBool::new(false),
+                reconciling: AtomicBool::new(false),
+                last_error: Mutex::new(None),
+                progress: Arc::default(),
+            })
+            .collect();
+        Arc::new(Engine {
+            queue: Mutex::new(Queue {
+                entries: VecDeque::new(),
+                base: 0,
+                pushed: 0,
+                writes: HashMap::new(),
+                inflight: BTreeSet::new(),
+                full_reconcile: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            slots,
+            journal,
+            source: source.to_path_buf(),
+            io,
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn io_backend(&self) -> &'static str {
+        self.io.name()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts one worker per target, and the journal's group commit.
+    pub fn start(
+        self: &Arc<Self>,
+        startup: Startup,
+    ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let mut handles = Vec::new();
+        for i in 0..self.slots.len() {
+            let me = Arc::clone(self);
+            let s = startup.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("sync-{i}"))
+                    .spawn(move || me.worker(i, s))?,
+            );
+        }
+        let me = Arc::clone(self);
+        handles.push(
+            std::thread::Builder::new()
+                .name("journal-commit".into())
+                .spawn(move || {
+                    while !me.stop.load(Ordering::Acquire) {
+                        std::thread::sleep(crate::journal::GROUP_COMMIT);
+                        if let Err(e) = me.journal.commit() {
+                            tracing::error!("journal commit: {e}");
+                        }
+                    }
+                })?,
+        );
+        Ok(handles)
+    }
+
+    /// Records the intent of `op` before it runs on SOURCE. Returns its
+    /// sequence number, to [`Engine::push`] or [`Engine::abort`] after.
+    pub fn intent(&self, op: &Op) -> io::Result<u64> {
+        let mut q = self.lock();
+        let seq = self.journal.append(op)?;
+        q.inflight.insert(seq);
+        Ok(seq)
+    }
+
+    /// The operation of intent `seq` failed: nothing to replicate.
+    pub fn abort(&self, seq: u64) {
+        self.lock().inflight.remove(&seq);
+    }
+
+    /// The operation of intent `seq` succeeded: queue it. Returns the
+    /// position a barrier waits for to cover it.
+    pub fn push(
+        &self,
+        seq: u64,
+        op: Op,
+        subject: Option<Identity>,
+        parents: Vec<(PathBuf, Identity)>,
+    ) -> u64 {
+        let mut q = self.lock();
+        q.inflight.remove(&seq);
+        let pos = q.pushed;
+        q.pushed += 1;
+        q.entries.push_back(Arc::new(Entry {
+            min_seq: seq,
+            op,
+            extents: None,
+            subject,
+            parents,
+            at: Instant::now(),
+        }));
+        drop(q);
+        self.work.notify_all();
+        pos + 1
+    }
+
+    /// A write of `[offset, offset + len)` to `ino` (at `path`) succeeded.
+    pub fn push_write(
+        &self,
+        seq: u64,
+        ino: Ino,
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        subject: Option<Identity>,
+    ) -> u64 {
+        let mut q = self.lock();
+        q.inflight.remove(&seq);
+        let claimed = self
+            .slots
+            .iter()
+            .map(|s| s.claimed.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0);
+        if let Some(&p) = q.writes.get(&ino) {
+            if p >= claimed && p >= q.base {
+                let idx = (p - q.base) as usize;
+                let base = q.base;
+                let pushed = q.pushed;
+                if let Some(e) = q.entries.get_mut(idx).and_then(Arc::get_mut) {
+                    if matches!(&e.op, Op::Write { path: ep, .. } if *ep == path) {
+                        e.extents.get_or_insert_with(|| {
+                            let mut x = ExtentSet::new();
+                            if let Op::Write { offset, len, .. } = &e.op {
+                                x.insert(*offset, *len);
+                            }
+                            x
+                        });
+                        if let Some(x) = e.extents.as_mut() {
+                            x.insert(offset, len);
+                        }
+                        e.min_seq = e.min_seq.min(seq);
+                        let _ = base;
+                        return pushed;
+                    }
+                }
+            }
+        }
+        let pos = q.pushed;
+        q.pushed += 1;
+        q.writes.insert(ino, pos);
+        q.entries.push_back(Arc::new(Entry {
+            min_seq: seq,
+            op: Op::Write { path, offset, len },
+            extents: None,
+            subject,
+            parents: Vec::new(),
+            at: Instant::now(),
+        }));
+        drop(q);
+        self.work.notify_all();
+        pos + 1
+    }
+
+    /// Something changed that could not be recorded by path: the next
+    /// pass of every worker reconciles the whole tree.
+    pub fn request_full_reconcile(&self) {
+        self.lock().full_reconcile = true;
+        self.work.notify_all();
+    }
+
+    /// Stops later coalescing into `ino`'s current entry: the next write
+    /// must come after whatever op is being recorded now.
+    pub fn fence(&self, ino: Ino) {
+        self.lock().writes.remove(&ino);
+    }
+
+    /// Current end of the queue: what a barrier called now waits for.
+    pub fn position(&self) -> u64 {
+        self.lock().pushed
+    }
+
+    /// Waits until every target applied (durably) everything before `pos`.
+    pub fn wait(&self, pos: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.lock();
+        loop {
+            let behind: Vec<&Slot> = self
+                .slots
+                .iter()
+                .filter(|s| s.applied.load(Ordering::Acquire) < pos)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let s = behind[0];
+                let err = s
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                return Err(match err {
+                    Some(e) if s.failing.load(Ordering::Acquire) => {
+                        format!("target {} is failing: {e}", s.target.name())
+                    }
+                    _ => format!(
+                        "target {} did not catch up within {timeout:?}",
+                        s.target.name()
+                    ),
+                });
+            }
+            q = self
+                .progress
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for everything pushed so far.
+    pub fn barrier(&self, timeout: Duration) -> Result<(), String> {
+        let pos = self.position();
+        self.wait(pos, timeout)
+    }
+
+    /// Stops the workers (after a drain, if the caller wants one) and
+    /// records a clean shutdown if every target has everything.
+    pub fn shutdown(&self, handles: Vec<std::thread::JoinHandle<()>>) {
+        self.stop.store(true, Ordering::Release);
+        self.work.notify_all();
+        for h in handles {
+            let _ = h.join();
+        }
+        let q = self.lock();
+        let all = self
+            .slots
+            .iter()
+            .all(|s| s.applied.load(Ordering::Acquire) >= q.pushed)
+            && q.inflight.is_empty();
+        drop(q);
+        if all {
+            let last = self.journal.next_seq().saturating_sub(1);
+            if let Err(e) = self
+                .journal
+                .set_checkpoint(last)
+                .and_then(|_| self.journal.mark_clean())
+            {
+                tracing::error!("journal: {e}");
+            }
+        } else if let Err(e) = self.journal.commit() {
+            tracing::error!("journal: {e}");
+        }
+    }
+
+    fn set_error(&self, slot: &Slot, e: Option<String>) {
+        slot.failing.store(e.is_some(), Ordering::Release);
+        if let Some(msg) = &e {
+            tracing::warn!(target = %slot.target.name(), "replication failing: {msg}");
+        }
+        *slot.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    /// Retries `f` with backoff until it works or the engine stops.
+    fn retry<T>(&self, slot: &Slot, what: &str, mut f: impl FnMut() -> io::Result<T>) -> Option<T> {
+        let mut pause = RETRY_MIN;
+        loop {
+            match f() {
+                Ok(v) => {
+                    if slot.failing.load(Ordering::Acquire) {
+                        tracing::info!(target = %slot.target.name(), "replication recovered");
+                        self.set_error(slot, None);
+                    }
+                    return Some(v);
+                }
+                Err(e) => {
+                    self.set_error(slot, Some(format!("{what}: {e}")));
+                    if self.stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    let q = self.lock();
+                    let _ = self.work.wait_timeout(q, pause);
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    fn reconcile(&self, slot: &Slot, paths: &[PathBuf]) -> Option<()> {
+        slot.reconciling.store(true, Ordering::Release);
+        let start = Instant::now();
+        let r = self.retry(slot, "reconcile", || {
+            for p in paths {
+                slot.target
+                    .reconcile(&self.source, p, &slot.progress, self.io.as_ref())?;
+            }
+            slot.target.sync()
+        });
+        slot.reconciling.store(false, Ordering::Release);
+        let p = &slot.progress;
+        tracing::info!(
+            target = %slot.target.name(),
+            paths = paths.len(),
+            entries = p.entries.load(Ordering::Relaxed),
+            fixed = p.entries_fixed.load(Ordering::Relaxed),
+            bytes_copied = p.bytes_copied.load(Ordering::Relaxed),
+            secs = start.elapsed().as_secs_f64(),
+            "reconcile done"
+        );
+        r
+    }
+
+    fn worker(&self, i: usize, startup: Startup) {
+        let slot = &self.slots[i];
+        let paths = match startup {
+            Startup::Full => vec![PathBuf::new()],
+            Startup::Paths(p) => p,
+        };
+        if !paths.is_empty() && self.reconcile(slot, &paths).is_none() {
+            return;
+        }
+        // The mount was live during the start-up reconcile: what was pushed
+        // meanwhile may have met a state from its future.
+        let mut taint: Option<Vec<PathBuf>> = (self.lock().pushed > 0).then_some(paths);
+        loop {
+            let (batch, start, end, full) = {
+                let mut q = self.lock();
+                loop {
+                    let claimed = slot.claimed.load(Ordering::Acquire);
+                    if claimed < q.pushed || q.full_reconcile || taint.is_some() {
+                        break;
+                    }
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                let full = std::mem::take(&mut q.full_reconcile);
+                let start = slot.claimed.load(Ordering::Acquire);
+                let end = q.pushed;
+                let batch: Vec<Arc<Entry>> = q
+                    .entries
+                    .range((start - q.base) as usize..(end - q.base) as usize)
+                    .cloned()
+                    .collect();
+                slot.claimed.store(end, Ordering::Release);
+                (batch, start, end, full)
+            };
+            let _ = start;
+            // A reconcile reads SOURCE as it is *now*: entries applied
+            // after one may land on a state from their future. Such a
+            // target is "tainted" until a reconcile finishes with nothing
+            // pushed meanwhile; only then is it known equal to SOURCE.
+            let everything = || vec![PathBuf::new()];
+            let mut tainted: Option<Vec<PathBuf>> = taint.take();
+            if full {
+                tainted = Some(everything());
+            }
+            for e in &batch {
+                let change = Change {
+                    op: &e.op,
+                    extents: e.extents.as_ref(),
+                    subject: e.subject.as_ref(),
+                    parents: &e.parents,
+                };
+                match slot.target.apply(&change, self.io.as_ref()) {
+                    Ok(n) => {
+                        slot.replicated.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(err) => {
+                        // The target was not where the journal expected (a
+                        // change outside the mount, an earlier failure):
+                        // make the paths involved equal to SOURCE now.
+                        tracing::debug!(target = %slot.target.name(), "apply {:?}: {err}; reconciling", e.op);
+                        let paths: Vec<PathBuf> =
+                            e.op.paths().into_iter().map(Path::to_path_buf).collect();
+                        let _ = self.retry(slot, "repair", || {
+                            for p in &paths {
+                                slot.target.reconcile(
+                                    &self.source,
+                                    p,
+                                    &slot.progress,
+                                    self.io.as_ref(),
+                                )?;
+                            }
+                            Ok(())
+                        });
+                        tainted = Some(everything());
+                    }
+                }
+            }
+            if slot.target.take_reset() {
+                tainted = Some(everything());
+            }
+            if let Some(scope) = tainted {
+                if self.reconcile(slot, &scope).is_none() {
+                    return;
+                }
+                if self.lock().pushed != end {
+                    // More arrived while reconciling: go round again.
+                    taint = Some(scope);
+                }
+            }
+            if self.retry(slot, "sync", || slot.target.sync()).is_none() {
+                return;
+            }
+            if taint.is_none() {
+                // Under the queue lock: a barrier checks `applied` under it
+                // before it waits, so the wakeup cannot be lost.
+                let _q = self.lock();
+                slot.applied.store(end, Ordering::Release);
+            }
+            self.progress.notify_all();
+            self.trim();
+        }
+    }
+
+    /// Drops entries every target has, and moves the checkpoint.
+    fn trim(&self) {
+        let mut q = self.lock();
+        let done = self
+            .slots
+            .iter()
+            .map(|s| s.applied.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(q.pushed);
+        while q.base < done {
+            q.entries.pop_front();
+            q.base += 1;
+        }
+        let base = q.base;
+        q.writes.retain(|_, p| *p >= base);
+        let next = self.journal.next_seq();
+        let oldest_entry = q.entries.iter().map(|e| e.min_seq).min().unwrap_or(next);
+        let oldest_inflight = q.inflight.first().copied().unwrap_or(next);
+        let cp = oldest_entry
+            .min(oldest_inflight)
+            .min(next)
+            .saturating_sub(1);
+        drop(q);
+        if let Err(e) = self.journal.set_checkpoint(cp) {
+            tracing::error!("journal checkpoint: {e}");
+        }
+    }
+
+    /// The state of every target, for `status`.
+    pub fn target_status(&self) -> Vec<status::TargetStatus> {
+        let q = self.lock();
+        self.slots
+            .iter()
+            .map(|s| {
+                let applied = s.applied.load(Ordering::Acquire);
+                let pending: Vec<&Arc<Entry>> = q
+                    .entries
+                    .iter()
+                    .skip(applied.saturating_sub(q.base) as usize)
+                    .collect();
+                let lag = pending
+                    .first()
+                    .map(|e| e.at.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                let state = if s.failing.load(Ordering::Acquire) {
+                    State::Failing
+                } else if !pending.is_empty() || s.reconciling.load(Ordering::Acquire) {
+                    State::CatchingUp
+                } else {
+                    State::InSync
+                };
+                status::TargetStatus {
+                    target: s.target.name(),
+                    state: state.as_str().into(),
+                    lag_seconds: lag,
+                    pending_bytes: pending.iter().map(|e| e.bytes()).sum(),
+                    pending_ops: pending.len() as u64,
+                    replicated_bytes: s.replicated.load(Ordering::Relaxed)
+                        + s.progress.bytes_copied.load(Ordering::Relaxed),
+                    last_error: s
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                    reconcile: status::ReconcileStatus {
+                        running: s.reconciling.load(Ordering::Acquire),
+                        entries_scanned: s.progress.entries.load(Ordering::Relaxed),
+                        entries_fixed: s.progress.entries_fixed.load(Ordering::Relaxed),
+                        bytes_copied: s.progress.bytes_copied.load(Ordering::Relaxed),
+                    },
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,66 @@
+//! What `replicafs status` reports, as the CLI contract names it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub mountpoint: String,
+    pub source: String,
+    pub consistency: String,
+    pub io_backend: String,
+    pub pid: u32,
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub target: String,
+    /// "in_sync", "catching_up" or "failing".
+    pub state: String,
+    pub lag_seconds: f64,
+    pub pending_bytes: u64,
+    pub pending_ops: u64,
+    pub replicated_bytes: u64,
+    pub last_error: Option<String>,
+    pub reconcile: ReconcileStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReconcileStatus {
+    pub running: bool,
+    pub entries_scanned: u64,
+    pub entries_fixed: u64,
+    pub bytes_copied: u64,
+}
+
+impl Status {
+    /// The human-readable form of `replicafs status`.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "{} (source {}): consistency {}, io {}, pid {}\n",
+            self.mountpoint, self.source, self.consistency, self.io_backend, self.pid
+        );
+        for t in &self.targets {
+            s.push_str(&format!(
+                "  {}: {}, lag {:.3}s, pending {} ops / {} bytes, replicated {} bytes",
+                t.target,
+                t.state,
+                t.lag_seconds,
+                t.pending_ops,
+                t.pending_bytes,
+                t.replicated_bytes
+            ));
+            if t.reconcile.running {
+                s.push_str(&format!(
+                    ", reconciling ({} entries scanned, {} fixed)",
+                    t.reconcile.entries_scanned, t.reconcile.entries_fixed
+                ));
+            }
+            if let Some(e) = &t.last_error {
+                s.push_str(&format!(", last error: {e}"));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

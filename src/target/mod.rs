@@ -1,0 +1,65 @@
+//! Targets: where changes are replicated. One trait; the directory target
+//! now, the rsync daemon client next.
+
+pub mod dir;
+pub mod tree;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::backend::FastIo;
+use crate::fs::Identity;
+use crate::journal::extents::ExtentSet;
+use crate::journal::record::Op;
+
+/// One change to apply, with what SOURCE can tell about it now.
+pub struct Change<'a> {
+    pub op: &'a Op,
+    /// All dirty ranges, for a (coalesced) write.
+    pub extents: Option<&'a ExtentSet>,
+    /// The SOURCE inode the op was about, as it is now (for current bytes
+    /// and attributes: "data from the future" is fine at a barrier).
+    pub subject: Option<&'a Identity>,
+    /// Directories whose contents the op changed, with their SOURCE inodes,
+    /// so their times follow.
+    pub parents: &'a [(PathBuf, Identity)],
+}
+
+/// Counters a reconcile updates as it goes, for progress and `status`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub entries: AtomicU64,
+    pub bytes_copied: AtomicU64,
+    pub entries_fixed: AtomicU64,
+}
+
+pub trait Target: Send + Sync {
+    /// As the user wrote it.
+    fn name(&self) -> String;
+
+    /// Applies one change; returns the data bytes written.
+    fn apply(&self, change: &Change<'_>, io: &dyn FastIo) -> io::Result<u64>;
+
+    /// Makes everything applied so far durable.
+    fn sync(&self) -> io::Result<()>;
+
+    /// Whether the target was replaced since the last call (say, its
+    /// directory removed and made again): then only a full reconcile
+    /// makes it whole.
+    fn take_reset(&self) -> bool {
+        false
+    }
+
+    /// Makes `rel` (recursively) on the target equal to `rel` in `source`
+    /// as it is now: quick compare by size and mtime, block compare where
+    /// they differ, deleting what SOURCE does not have.
+    fn reconcile(
+        &self,
+        source: &Path,
+        rel: &Path,
+        progress: &Arc<Progress>,
+        io: &dyn FastIo,
+    ) -> io::Result<()>;
+}
