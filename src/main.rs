@@ -87,8 +87,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let canon = require_our_mount(&mountpoint)?;
             let timeout = timeout.unwrap_or(replicafs::mount::DRAIN_TIMEOUT);
+            let pid = daemon_pid(&canon);
             let drained = drain(&canon, timeout);
             replicafs::mount::unmount(&mountpoint)?;
+            if let Some(pid) = pid {
+                wait_exit(pid, timeout);
+            }
             match drained {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
@@ -153,6 +157,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// The pid of the process serving the mount, from its status.
+fn daemon_pid(mountpoint: &Path) -> Option<u32> {
+    let reply = replicafs::control::request(mountpoint, "status", Some(Duration::from_secs(10)))
+        .ok()?
+        .ok()?;
+    let st: replicafs::sync::status::Status = serde_json::from_str(&reply).ok()?;
+    (st.pid != std::process::id()).then_some(st.pid)
+}
+
+/// Waits (bounded) for the mount's process to finish its shutdown, so the
+/// state dir is free for the next mount when `unmount` returns.
+fn wait_exit(pid: u32, timeout: Duration) {
+    let start = std::time::Instant::now();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    while start.elapsed() < timeout {
+        let alive = std::fs::read_to_string(proc_dir.join("stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        if !alive {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("replicafs: the process of the mount (pid {pid}) is still finishing");
 }
 
 /// Asks the mount's process to wait until every target has everything.

@@ -46,6 +46,40 @@ pub struct Replication {
     engine: Arc<Engine>,
     handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
     _control: Option<crate::control::Server>,
+    /// Held for the life of the process: one process per state dir.
+    _lock: std::fs::File,
+}
+
+/// Takes the state dir's lock, waiting a little for a previous process
+/// that is still finishing (draining, checkpointing) to let go.
+fn lock_state_dir(dir: &Path) -> io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| context(format_args!("open {}", path.display()), e))?;
+    let start = Instant::now();
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < Duration::from_secs(15) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "state dir {} is in use by another replicafs process",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(context(format_args!("lock {}", path.display()), e.into())),
+        }
+    }
 }
 
 struct ControlHandler {
@@ -70,7 +104,9 @@ impl ControlHandler {
 
 impl crate::control::Handler for ControlHandler {
     fn sync(&self, timeout: Duration) -> Result<(), String> {
-        self.engine.barrier(timeout)
+        let r = self.engine.barrier(timeout);
+        tracing::debug!(ok = r.is_ok(), "barrier for `replicafs sync`");
+        r
     }
 
     fn status_json(&self) -> String {
@@ -92,6 +128,7 @@ impl Replication {
     /// Opens the journal and the targets, decides what the start-up
     /// reconcile covers, and starts the workers and the control socket.
     pub fn start(spec: &MountSpec) -> io::Result<Replication> {
+        let lock = lock_state_dir(&spec.state_dir)?;
         let targets = spec
             .targets
             .iter()
@@ -114,6 +151,9 @@ impl Replication {
                 checkpoint = rec.checkpoint,
                 "recovery after an unclean stop: reconciling only the paths the journal names"
             );
+            for r in &rec.records {
+                tracing::debug!(seq = r.seq, op = ?r.op, "recovering");
+            }
             Startup::Paths(paths.into_iter().collect())
         } else {
             let why = if !rec.existed {
@@ -156,6 +196,7 @@ impl Replication {
             engine,
             handles: Mutex::new(handles),
             _control: control,
+            _lock: lock,
         })
     }
 

@@ -174,12 +174,11 @@ fn dirty_open_files_renamed_unlinked_and_racing() {
 
     // Writers racing renames of the same file.
     std::fs::write(m("race"), vec![0u8; 1 << 20]).unwrap();
-    let path = fx.mnt().to_path_buf();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m("race"))
+        .unwrap();
     let writer = std::thread::spawn(move || {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path.join("race"))
-            .unwrap();
         for i in 0..2000u64 {
             f.write_at(&i.to_le_bytes(), (i * 4096) % (1 << 20))
                 .unwrap();

@@ -77,6 +77,8 @@ struct Slot {
     replicated: AtomicU64,
     failing: AtomicBool,
     reconciling: AtomicBool,
+    /// The start-up reconcile finished: barriers may count on `applied`.
+    ready: AtomicBool,
     last_error: Mutex<Option<String>>,
     progress: Arc<Progress>,
 }
@@ -125,6 +127,7 @@ impl Engine {
                 replicated: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
                 reconciling: AtomicBool::new(false),
+                ready: AtomicBool::new(false),
                 last_error: Mutex::new(None),
                 progress: Arc::default(),
             })
@@ -311,7 +314,9 @@ impl Engine {
             let behind: Vec<&Slot> = self
                 .slots
                 .iter()
-                .filter(|s| s.applied.load(Ordering::Acquire) < pos)
+                .filter(|s| {
+                    !s.ready.load(Ordering::Acquire) || s.applied.load(Ordering::Acquire) < pos
+                })
                 .collect();
             if behind.is_empty() {
                 return Ok(());
@@ -410,13 +415,16 @@ impl Engine {
         }
     }
 
+    /// Reconciles `paths`; a whole-tree pass (`[""]`) trusts size and
+    /// mtime, a pass over named paths (recovery, repairs) compares bytes.
     fn reconcile(&self, slot: &Slot, paths: &[PathBuf]) -> Option<()> {
+        let named = !(paths.len() == 1 && paths[0].as_os_str().is_empty());
         slot.reconciling.store(true, Ordering::Release);
         let start = Instant::now();
         let r = self.retry(slot, "reconcile", || {
             for p in paths {
                 slot.target
-                    .reconcile(&self.source, p, &slot.progress, self.io.as_ref())?;
+                    .reconcile(&self.source, p, named, &slot.progress, self.io.as_ref())?;
             }
             slot.target.sync()
         });
@@ -443,6 +451,11 @@ impl Engine {
         if !paths.is_empty() && self.reconcile(slot, &paths).is_none() {
             return;
         }
+        {
+            let _q = self.lock();
+            slot.ready.store(true, Ordering::Release);
+        }
+        self.progress.notify_all();
         // The mount was live during the start-up reconcile: what was pushed
         // meanwhile may have met a state from its future.
         let mut taint: Option<Vec<PathBuf>> = (self.lock().pushed > 0).then_some(paths);
@@ -503,6 +516,7 @@ impl Engine {
                                 slot.target.reconcile(
                                     &self.source,
                                     p,
+                                    true,
                                     &slot.progress,
                                     self.io.as_ref(),
                                 )?;

@@ -395,11 +395,13 @@ impl DirTarget {
     }
 
     /// Reconciles one entry (and below it, for directories).
+    #[allow(clippy::too_many_arguments)]
     fn reconcile_entry(
         &self,
         src: &Tree,
         t: &Tree,
         rel: &Path,
+        dirty: bool,
         links: &mut HashMap<(u64, u64), PathBuf>,
         progress: &Progress,
         io: &dyn FastIo,
@@ -407,6 +409,7 @@ impl DirTarget {
         progress.entries.fetch_add(1, Ordering::Relaxed);
         let Some(s) = src.lstat(rel)? else {
             if t.lstat(rel)?.is_some() {
+                tracing::debug!("reconcile: removing {} (not in SOURCE)", rel.display());
                 progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
             }
             return t.remove_all(rel);
@@ -464,6 +467,7 @@ impl DirTarget {
                 }
             };
             self.create(t, rel, kind, 0o700)?;
+            tracing::debug!("reconcile: created {}", rel.display());
             progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
         }
         if is_symlink(&s) {
@@ -482,7 +486,7 @@ impl DirTarget {
             let quick_same = h.st_size == s.st_size
                 && h.st_mtime == s.st_mtime
                 && h.st_mtime_nsec == s.st_mtime_nsec;
-            if !quick_same {
+            if !quick_same || dirty {
                 let n = self.block_copy(src, t, rel, io)?;
                 progress.bytes_copied.fetch_add(n, Ordering::Relaxed);
                 progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
@@ -496,7 +500,7 @@ impl DirTarget {
                 }
             }
             for name in want {
-                self.reconcile_entry(src, t, &rel.join(name), links, progress, io)?;
+                self.reconcile_entry(src, t, &rel.join(name), dirty, links, progress, io)?;
             }
         }
         let node = t.node(rel)?;
@@ -581,6 +585,7 @@ impl Target for DirTarget {
         &self,
         source: &Path,
         rel: &Path,
+        known_dirty: bool,
         progress: &Arc<Progress>,
         io: &dyn FastIo,
     ) -> io::Result<()> {
@@ -605,6 +610,7 @@ impl Target for DirTarget {
                         &src,
                         &t,
                         &parent,
+                        known_dirty,
                         &mut HashMap::new(),
                         progress,
                         io,
@@ -613,7 +619,7 @@ impl Target for DirTarget {
             }
         }
         let mut links = HashMap::new();
-        self.reconcile_entry(&src, &t, rel, &mut links, progress, io)?;
+        self.reconcile_entry(&src, &t, rel, known_dirty, &mut links, progress, io)?;
         // The parent's contents may have changed: its times follow SOURCE.
         if let Some(p) = rel.parent() {
             if let (Ok(Some(s)), Ok(node)) = (src.lstat(p), t.node(p)) {

@@ -54,11 +54,15 @@ pub trait Target: Send + Sync {
 
     /// Makes `rel` (recursively) on the target equal to `rel` in `source`
     /// as it is now: quick compare by size and mtime, block compare where
-    /// they differ, deleting what SOURCE does not have.
+    /// they differ, deleting what SOURCE does not have. `known_dirty`
+    /// block-compares files even when size and mtime agree (the journal
+    /// says they changed; their target mtime may have been set from a
+    /// later state than their bytes).
     fn reconcile(
         &self,
         source: &Path,
         rel: &Path,
+        known_dirty: bool,
         progress: &Arc<Progress>,
         io: &dyn FastIo,
     ) -> io::Result<()>;
