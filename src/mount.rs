@@ -154,7 +154,12 @@ impl Replication {
             for r in &rec.records {
                 tracing::debug!(seq = r.seq, op = ?r.op, "recovering");
             }
-            Startup::Paths(paths.into_iter().collect())
+            if paths.contains(&PathBuf::new()) {
+                // A change was recorded without a path: walk everything.
+                Startup::Full
+            } else {
+                Startup::Paths(paths.into_iter().collect())
+            }
         } else {
             let why = if !rec.existed {
                 "first mount with this state dir"

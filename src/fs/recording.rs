@@ -131,7 +131,8 @@ impl<V: Vfs> Recording<V> {
     }
 
     /// Records the intent; `None` when the path is unknown (then the whole
-    /// tree is reconciled instead).
+    /// tree is reconciled instead, and a record saying so is journaled so
+    /// a crash cannot forget it).
     fn intent(&self, op: Option<Op>) -> io::Result<Option<(u64, Op)>> {
         match op {
             Some(op) => {
@@ -139,11 +140,13 @@ impl<V: Vfs> Recording<V> {
                 Ok(Some((seq, op)))
             }
             None => {
-                tracing::warn!(
-                    "a change to a path not known to the recorder: reconciling everything"
-                );
+                tracing::warn!("a change to a path not known to the recorder: reconciling everything");
+                let everything = Op::Attr {
+                    path: PathBuf::new(),
+                };
+                let seq = self.engine.intent(&everything)?;
                 self.engine.request_full_reconcile();
-                Ok(None)
+                Ok(Some((seq, everything)))
             }
         }
     }
@@ -429,8 +432,9 @@ impl<V: Vfs> Vfs for Recording<V> {
 
     fn write(&self, ctx: &Ctx, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> io::Result<usize> {
         let Some(path) = self.path(ino) else {
-            self.intent(None)?;
-            return self.inner.write(ctx, ino, fh, offset, data);
+            let rec = self.intent(None)?;
+            let r = self.inner.write(ctx, ino, fh, offset, data);
+            return self.finish(rec, r, |_| None, Vec::new());
         };
         let seq = self.engine.intent(&Op::Write {
             path: path.clone(),
@@ -599,10 +603,11 @@ impl<V: Vfs> Vfs for Recording<V> {
         len: u64,
     ) -> io::Result<usize> {
         let Some(path) = self.path(ino_out) else {
-            self.intent(None)?;
-            return self.inner.copy_file_range(
+            let rec = self.intent(None)?;
+            let r = self.inner.copy_file_range(
                 ctx, ino_in, fh_in, offset_in, ino_out, fh_out, offset_out, len,
             );
+            return self.finish(rec, r, |_| None, Vec::new());
         };
         let seq = self.engine.intent(&Op::Write {
             path: path.clone(),
