@@ -33,8 +33,14 @@ echo "==> writing demo/mnt/hello.txt through the mount"
 echo "hello from the mount, $(date)" > demo/mnt/hello.txt
 echo "==> demo/source/hello.txt now holds:"
 cat demo/source/hello.txt
+echo "==> $bin sync demo/mnt   (waits until the replica has every change)"
+"$bin" sync demo/mnt
+echo "==> demo/replica/hello.txt:"
+cat demo/replica/hello.txt
+echo "==> $bin status demo/mnt"
+"$bin" status demo/mnt
+echo "==> $bin verify demo/source demo/replica"
+"$bin" verify demo/source demo/replica && echo "identical"
 echo
 echo "The mount is live at demo/mnt; its log is demo/.state/replicafs.log."
-echo "Replication to demo/replica arrives with the change journal and sync"
-echo "engine; today the mount passes every operation through to demo/source."
 echo "Stop it with:  $bin unmount demo/mnt"
