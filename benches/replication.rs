@@ -68,7 +68,16 @@ fn overwrite() {
         let data = vec![rep as u8 ^ 0xa5; 4096];
         let off = size / 2 + rep * 8192;
         f.write_all_at(&data, off).unwrap();
-        to_target.push(until_on_target(&fx.target().join("big"), off, &data, Duration::from_secs(60)).as_secs_f64() * 1e3);
+        to_target.push(
+            until_on_target(
+                &fx.target().join("big"),
+                off,
+                &data,
+                Duration::from_secs(60),
+            )
+            .as_secs_f64()
+                * 1e3,
+        );
         let data = vec![rep as u8 ^ 0x3c; 4096];
         f.write_all_at(&data, off + 4096).unwrap();
         let t = Instant::now();
@@ -111,7 +120,10 @@ fn small_files() {
 }
 
 fn extents() {
-    let n: u64 = std::env::var("EXTENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("EXTENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let fx = Fixture::new().expect("mount (needs root and /dev/fuse)");
     let f = File::create(fx.mnt().join("scattered")).unwrap();
     let before = peak_rss_mib();
@@ -137,7 +149,10 @@ fn extents() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let all = args.is_empty();
     let want = |name: &str| all || args.iter().any(|a| a == name);
     if want("overwrite") {

@@ -140,7 +140,9 @@ impl<V: Vfs> Recording<V> {
                 Ok(Some((seq, op)))
             }
             None => {
-                tracing::warn!("a change to a path not known to the recorder: reconciling everything");
+                tracing::warn!(
+                    "a change to a path not known to the recorder: reconciling everything"
+                );
                 let everything = Op::Attr {
                     path: PathBuf::new(),
                 };
