@@ -148,6 +148,7 @@ impl Fixture {
 
     /// Differences between SOURCE and the target, one line each (empty:
     /// identical), as `replicafs verify` reports them.
+    #[cfg(target_os = "linux")]
     pub fn verify(&self) -> io::Result<Vec<String>> {
         crate::verify::compare(&self.source, &self.target)
     }

@@ -23,5 +23,5 @@ pub mod fixture;
 pub mod mount;
 #[cfg(unix)]
 pub mod target;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub mod verify;

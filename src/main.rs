@@ -139,14 +139,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if target.to_str().is_some_and(|s| s.contains("://")) {
                 bail!("verify against rsync:// targets is not available in this version yet");
             }
-            let diffs =
-                replicafs::verify::compare(&source, Path::new(&target)).with_context(|| {
-                    format!(
-                        "compare {} with {}",
-                        source.display(),
-                        Path::new(&target).display()
-                    )
-                })?;
+            let diffs = compare_trees(&source, Path::new(&target)).with_context(|| {
+                format!(
+                    "compare {} with {}",
+                    source.display(),
+                    Path::new(&target).display()
+                )
+            })?;
             for d in &diffs {
                 println!("{d}");
             }
@@ -157,6 +156,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn compare_trees(a: &Path, b: &Path) -> std::io::Result<Vec<String>> {
+    replicafs::verify::compare(a, b)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn compare_trees(_a: &Path, _b: &Path) -> std::io::Result<Vec<String>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "verify is not available on this platform yet",
+    ))
 }
 
 /// The pid of the process serving the mount, from its status.

@@ -18,7 +18,6 @@ use crate::journal::Journal;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
 use crate::target::Target;
-use crate::target::dir::DirTarget;
 
 /// Session threads when `-o threads=` is not given: enough that a slow
 /// SOURCE call does not stall every other request.
@@ -114,9 +113,25 @@ impl crate::control::Handler for ControlHandler {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn open_dir_target(p: &Path) -> io::Result<Box<dyn Target>> {
+    Ok(Box::new(crate::target::dir::DirTarget::new(p)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_dir_target(p: &Path) -> io::Result<Box<dyn Target>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "target {}: directory targets are not available on this platform yet",
+            p.display()
+        ),
+    ))
+}
+
 fn open_target(t: &TargetSpec) -> io::Result<Box<dyn Target>> {
     match t {
-        TargetSpec::Dir(p) => Ok(Box::new(DirTarget::new(p)?)),
+        TargetSpec::Dir(p) => open_dir_target(p),
         TargetSpec::Rsync(u) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("target {u}: rsync:// targets are not available in this version yet"),
@@ -405,6 +420,9 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
         spec.source.display(),
         spec.mountpoint.display()
     );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        show_reconcile_progress(Arc::clone(replication.engine()));
+    }
     let result = session.run();
     signal_handle.close();
     let _ = watcher.join();
@@ -427,6 +445,43 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
         spec.mountpoint.display()
     );
     result
+}
+
+/// On a terminal: a one-line progress display while targets reconcile.
+fn show_reconcile_progress(engine: Arc<Engine>) {
+    let _ = std::thread::Builder::new()
+        .name("progress".into())
+        .spawn(move || {
+            use std::io::Write;
+            let mut shown = false;
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let st = engine.target_status();
+                let running: Vec<_> = st.iter().filter(|t| t.reconcile.running).collect();
+                let mut err = std::io::stderr().lock();
+                if running.is_empty() {
+                    if shown {
+                        let _ = writeln!(err, "\r\x1b[Kreconcile finished");
+                    }
+                    return;
+                }
+                let line: Vec<String> = running
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{}: {} entries checked, {} fixed, {:.1} MB copied",
+                            t.target,
+                            t.reconcile.entries_scanned,
+                            t.reconcile.entries_fixed,
+                            t.reconcile.bytes_copied as f64 / 1e6
+                        )
+                    })
+                    .collect();
+                let _ = write!(err, "\r\x1b[Kreconciling {}", line.join("; "));
+                let _ = err.flush();
+                shown = true;
+            }
+        });
 }
 
 /// Polls until `mountpoint` is one of our mounts and answers a request.

@@ -1,6 +1,7 @@
 //! The command line: every invalid invocation is refused with exit 2 and
 //! one line naming the problem, never a panic; `mount --daemon`, foreground
 //! mounts, signals and `unmount` work end to end with the real binary.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! workload, the mount is remounted with the same state dir, and after
 //! `replicafs sync` the target equals SOURCE (`replicafs verify`). Also the
 //! CLI's sync/status/verify against a real daemon.
+#![cfg(target_os = "linux")]
 
 mod common;
 

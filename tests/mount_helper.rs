@@ -3,6 +3,7 @@
 //! flags (mount(8)/systemd ones are dropped), it returns only once the mount
 //! is live, and a missing `target=` is refused by name.
 #![cfg(target_os = "linux")]
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};

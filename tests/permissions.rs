@@ -3,6 +3,7 @@
 //! plain directory, and what they create is theirs. Each case runs as user
 //! nobody (via setpriv) in a plain directory and in the mount; output,
 //! exit status and the resulting trees must be identical.
+#![cfg(target_os = "linux")]
 
 mod common;
 

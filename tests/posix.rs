@@ -2,6 +2,7 @@
 //! on a plain directory and through a replicafs mount, and the results
 //! (values and errnos) must be identical; then SOURCE must hold exactly
 //! what the plain directory holds, and the mount must show exactly SOURCE.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Replication to a directory target with real mounts: every mutating
 //! operation, then a barrier, leaves the target equal to SOURCE, by
 //! `replicafs verify`'s comparison and by an independent one.
+#![cfg(target_os = "linux")]
 
 mod common;
 

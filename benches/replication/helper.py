@@ -376,7 +376,11 @@ def cmd_report(a):
         for key in ("lsyncd_cfg", "lsyncd_delta", "replicafs_poll"):
             m2 = med(key, "polls")
             if m2 is not None:
-                extra.append(f"{key}: {m2:g} polls (median)")
+                extra.append(f"{key}: {m2:g} target polls (median)")
+        ones = sum(1 for r in by.get("replicafs_poll", []) if r.get("polls") == 1)
+        if ones:
+            extra.append(f"replicafs_poll: in {ones}/{len(by['replicafs_poll'])} runs the bytes were already on the "
+                         "target at the first poll, so that time is the poll's own cost (an upper bound)")
         m = med("replicafs_poll", "dd_s")
         if m is not None:
             extra.append(f"dd through the mount took {fmt_s(m)} (median, incl. process start)")
@@ -385,6 +389,16 @@ def cmd_report(a):
             P("")
             for e in extra:
                 P(f"- {e}")
+        P("")
+
+    cfgs = [c for c in meta.get("lsyncd_config", "").split(",") if c and os.path.exists(c)]
+    if cfgs:
+        P("lsyncd configuration (as written by the script; the files runs use the `_extra` variant):")
+        P("")
+        P("```lua")
+        with open(cfgs[-1]) as f:
+            P(f.read().rstrip())
+        P("```")
         P("")
 
     if "files" in meta["sections"]:
@@ -397,9 +411,9 @@ def cmd_report(a):
         P("|---|---|---|---|---|---|")
         rows = [
             ("files_native", "native (plain dir, no replication)", "python3 loop into DIR", None),
-            ("files_lsyncd", "lsyncd `delay=0`", "`lsyncd -nodaemon lsyncd-files.lua`; create in SRC; poll DST (listdir + size 4096)", "done_s"),
-            ("files_replicafs_sync", "replicafs, until `replicafs sync MNT` returns", "create in MNT; `replicafs sync MNT`", "done_s"),
-            ("files_replicafs_poll", "replicafs, until DST's listing is complete", "create in MNT; poll DST (listdir + size 4096)", "done_s"),
+            ("files_lsyncd", "lsyncd `delay=0`", "`lsyncd -nodaemon lsyncd-files-N.lua` (fresh dirs and lsyncd per run); create in SRC; poll DST (listdir + size 4096)", "done_s"),
+            ("files_replicafs_sync", "replicafs, until `replicafs sync MNT` returns", "fresh mount per run; create in MNT; `replicafs sync MNT`", "done_s"),
+            ("files_replicafs_poll", "replicafs, until DST's listing is complete", "fresh mount per run; create in MNT; poll DST (listdir + size 4096)", "done_s"),
         ]
         for key, label, cmd, field in rows:
             if key not in by:

@@ -154,6 +154,12 @@ LSYNCD_PIDS=()
 MOUNTS=()
 RFS_PIDS=()
 is_proc() { [ -r "/proc/$1/comm" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ]; }
+alive() {  # alive PID: exists and is not a zombie
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    [ "${st%% *}" != Z ]
+}
 stop_pid() {  # stop_pid PID COMM: TERM, wait up to 15 s, KILL
     local pid=$1 comm=$2 i
     is_proc "$pid" "$comm" || return 0
@@ -237,7 +243,7 @@ EOF
     LSYNCD_PIDS+=("$LSYNCD_PID")
     # startup sync done = the marker reached the target and lsyncd said so
     for ((i = 0; i < TIMEOUT * 20; i++)); do
-        is_proc "$LSYNCD_PID" lsyncd || die "lsyncd ($cfg) exited during startup; see $lg and $RUN/logs/lsyncd-$name.stdout"
+        alive "$LSYNCD_PID" || die "lsyncd ($cfg) exited during startup; see $lg and $RUN/logs/lsyncd-$name.stdout"
         if [ -f "$dst/.lsyncd-ready" ] && grep -q 'Startup of .* finished' "$lg" 2>/dev/null; then
             break
         fi
@@ -357,6 +363,7 @@ if [ "$DO_OVERWRITE" = 1 ]; then
         cmdline=$(grep -m1 -o 'Exec: /usr/bin/rsync.*' "$RUN/logs/lsyncd-big-$variant.log" 2>/dev/null | head -c 300)
         [ -n "$cmdline" ] && meta overwrite_note "lsyncd ($variant) ran: \`${cmdline#Exec: }\`"
         lsyncd_stop
+        [ "$variant" = delta ] && meta lsyncd_config "$RUN/lsyncd-big-delta.lua"
         cmp -s "$S/big.bin" "$D/big.bin" && meta check "lsyncd ($variant): source and target files identical (cmp)" ||
             meta check "lsyncd ($variant): source and target files DIFFER"
     done

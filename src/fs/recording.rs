@@ -24,6 +24,9 @@ use crate::fs::{
 use crate::journal::record::{NodeKind, Op};
 use crate::sync::Engine;
 
+/// renameat2's flag as the kernel's FUSE request carries it.
+const RENAME_EXCHANGE: u32 = 2;
+
 /// How long a writer waits for the targets in `sync` mode (and fsync in
 /// `fsync` mode) before it gets EIO.
 pub const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -352,7 +355,7 @@ impl<V: Vfs> Vfs for Recording<V> {
                 names.learn(ino, new_parent, new_name);
                 self.engine.fence(ino);
             }
-            if flags & libc::RENAME_EXCHANGE != 0 {
+            if flags & RENAME_EXCHANGE != 0 {
                 if let Some(ino) = other {
                     names.learn(ino, parent, name);
                     self.engine.fence(ino);

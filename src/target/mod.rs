@@ -1,7 +1,12 @@
 //! Targets: where changes are replicated. One trait; the directory target
 //! now, the rsync daemon client next.
 
+// The directory target resolves paths with O_PATH descriptors and
+// /proc/self/fd magic links: Linux for now (macOS needs the F_GETPATH
+// variant the passthrough core has).
+#[cfg(target_os = "linux")]
 pub mod dir;
+#[cfg(target_os = "linux")]
 pub mod tree;
 
 use std::io;
