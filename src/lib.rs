@@ -14,6 +14,7 @@ pub mod fs;
 pub mod journal;
 pub mod mountinfo;
 pub mod sync;
+pub mod watch;
 
 #[cfg(unix)]
 pub mod control;

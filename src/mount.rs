@@ -47,6 +47,7 @@ pub struct Replication {
     _control: Option<crate::control::Server>,
     /// Held for the life of the process: one process per state dir.
     _lock: std::fs::File,
+    _watch: Option<crate::watch::Watch>,
 }
 
 /// Takes the state dir's lock, waiting a little for a previous process
@@ -212,11 +213,23 @@ impl Replication {
             e
         })
         .ok();
+        let watch = match crate::watch::start(&spec.source, Arc::clone(&engine)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch {} for changes made outside the mount ({e}); \
+                     they reach the targets at the next mount's reconcile",
+                    spec.source.display()
+                );
+                None
+            }
+        };
         Ok(Replication {
             engine,
             handles: Mutex::new(handles),
             _control: control,
             _lock: lock,
+            _watch: watch,
         })
     }
 

@@ -408,3 +408,38 @@ fn status_reports_the_contract_fields() {
     assert!(st[0].replicated_bytes >= 1);
     assert_eq!(fx.engine().io_backend(), "portable");
 }
+
+#[test]
+fn changes_made_directly_in_source_are_replicated() {
+    let Some(fx) = common::fixture() else { return };
+    std::fs::write(fx.mnt().join("through"), b"via the mount").unwrap();
+    assert_replicated(&fx, "through the mount");
+    // Behind the mount's back: new file, overwrite, removal, new directory.
+    std::fs::write(fx.source().join("outside"), b"written directly").unwrap();
+    std::fs::write(fx.source().join("through"), b"changed directly").unwrap();
+    std::fs::create_dir(fx.source().join("dir")).unwrap();
+    std::fs::write(fx.source().join("dir/deep"), vec![9u8; 100_000]).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let diffs = fx.verify().unwrap();
+        if diffs.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "changes made directly in SOURCE did not reach the target:\n{}",
+            diffs.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(fx.source().join("outside")).unwrap();
+    let start = std::time::Instant::now();
+    while fx.target().join("outside").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a removal in SOURCE was not replicated"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("out-of-band changes replicated in {:?}", start.elapsed());
+}

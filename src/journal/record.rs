@@ -79,6 +79,10 @@ pub enum Op {
         path: PathBuf,
         name: Vec<u8>,
     },
+    /// SOURCE changed at `path` outside the mount: compare and copy.
+    Resync {
+        path: PathBuf,
+    },
 }
 
 impl Op {
@@ -94,7 +98,8 @@ impl Op {
             | Op::Write { path, .. }
             | Op::Fallocate { path, .. }
             | Op::SetXattr { path, .. }
-            | Op::RemoveXattr { path, .. } => vec![path],
+            | Op::RemoveXattr { path, .. }
+            | Op::Resync { path } => vec![path],
             Op::Link { from, to } | Op::Rename { from, to, .. } => vec![from, to],
         }
     }
@@ -203,6 +208,10 @@ pub fn encode(rec: &Record, out: &mut Vec<u8>) {
             out.push(12);
             put_path(out, path);
             put_bytes(out, name);
+        }
+        Op::Resync { path } => {
+            out.push(13);
+            put_path(out, path);
         }
     }
     let body = &out[start + 8..];
@@ -334,6 +343,7 @@ pub fn decode(buf: &[u8]) -> io::Result<Option<(Record, usize)>> {
             path: r.path()?,
             name: r.bytes()?,
         },
+        13 => Op::Resync { path: r.path()? },
         _ => return Err(bad("unknown record tag")),
     };
     if !r.b.is_empty() {
@@ -417,6 +427,7 @@ mod tests {
                 }),
             (arb_path(), proptest::collection::vec(any::<u8>(), 0..20))
                 .prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+            arb_path().prop_map(|path| Op::Resync { path }),
         ]
     }
 

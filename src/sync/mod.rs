@@ -288,6 +288,30 @@ impl Engine {
         pos + 1
     }
 
+    /// SOURCE changed at `path` behind the mount's back (a watch saw it):
+    /// journal it and queue a compare of that path.
+    pub fn push_resync(&self, path: PathBuf) -> io::Result<()> {
+        let op = Op::Resync { path };
+        let seq = self.intent(&op)?;
+        self.push(seq, op, None, Vec::new());
+        Ok(())
+    }
+
+    /// Whether an entry after position `pos` (not yet applied) touches
+    /// `path`, an ancestor or a descendant of it: then that entry brings
+    /// the target there, and a compare now would run ahead of it.
+    fn later_touches(&self, pos: u64, path: &Path) -> bool {
+        let q = self.lock();
+        let from = (pos + 1).saturating_sub(q.base) as usize;
+        q.entries.iter().skip(from).any(|e| {
+            !matches!(e.op, Op::Resync { .. })
+                && e.op
+                    .paths()
+                    .iter()
+                    .any(|p| p.starts_with(path) || path.starts_with(p))
+        })
+    }
+
     /// Something changed that could not be recorded by path: the next
     /// pass of every worker reconciles the whole tree.
     pub fn request_full_reconcile(&self) {
@@ -493,7 +517,21 @@ impl Engine {
             if full {
                 tainted = Some(everything());
             }
-            for e in &batch {
+            for (k, e) in batch.iter().enumerate() {
+                if let Op::Resync { path } = &e.op {
+                    if !self.later_touches(start + k as u64, path) {
+                        let _ = self.retry(slot, "resync", || {
+                            slot.target.reconcile(
+                                &self.source,
+                                path,
+                                false,
+                                &slot.progress,
+                                self.io.as_ref(),
+                            )
+                        });
+                    }
+                    continue;
+                }
                 let change = Change {
                     op: &e.op,
                     extents: e.extents.as_ref(),

@@ -381,6 +381,8 @@ impl DirTarget {
                     Err(e) => return Err(e.into()),
                 }
             }
+            // The engine reconciles these itself; nothing to apply.
+            Op::Resync { .. } => {}
         }
         for (dir, id) in c.parents {
             let st = rustix::fs::fstat(id.as_fd())?;
