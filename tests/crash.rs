@@ -263,3 +263,54 @@ fn sync_status_and_verify_through_the_cli() {
     run_ok(&["unmount", &d.s("mnt")]);
     assert!(!mounted(&d.p("mnt")));
 }
+
+/// `--consistency sync`: a write returns only once the target has it; when
+/// the target is gone, writers get EIO after the barrier timeout instead of
+/// a silent loss, and the mount recovers when the target comes back.
+#[test]
+fn sync_mode_gives_eio_when_the_target_fails() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture();
+        return;
+    }
+    let d = Dirs::new();
+    let out = bin()
+        .env("REPLICAFS_BARRIER_TIMEOUT", "1s")
+        .args([
+            "mount",
+            &d.s("src"),
+            &d.s("mnt"),
+            "--target",
+            &d.s("target"),
+            "--state-dir",
+            &d.s("state"),
+            "--consistency",
+            "sync",
+            "--daemon",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(d.p("mnt/a"), b"on the target when write returns").unwrap();
+    assert_eq!(
+        std::fs::read(d.p("target/a")).unwrap(),
+        b"on the target when write returns"
+    );
+    std::fs::rename(d.p("target"), d.p("target.away")).unwrap();
+    let start = Instant::now();
+    let err = std::fs::write(d.p("mnt/b"), b"cannot be replicated").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    let status = run_ok(&["status", &d.s("mnt"), "--json"]);
+    assert!(status.contains("\"failing\""), "{status}");
+    // The target comes back (empty): everything is replicated again.
+    std::fs::create_dir(d.p("target")).unwrap();
+    run_ok(&["sync", &d.s("mnt"), "--timeout", "60s"]);
+    std::fs::write(d.p("mnt/c"), b"after").unwrap();
+    assert_eq!(run_ok_or_diffs(&d), "");
+    run_ok(&["unmount", &d.s("mnt")]);
+}

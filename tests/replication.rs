@@ -443,3 +443,51 @@ fn changes_made_directly_in_source_are_replicated() {
     }
     eprintln!("out-of-band changes replicated in {:?}", start.elapsed());
 }
+
+/// A target that fills up (ENOSPC): the mount keeps working, the target
+/// says failing, and it catches up once there is room again.
+#[test]
+fn a_full_target_fails_then_catches_up() {
+    if !common::is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs as the target needs root");
+        return;
+    }
+    let Some(fx) = common::fixture() else { return };
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(fx.target())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Umount(fx.target().to_path_buf());
+    fx.sync().unwrap();
+    std::fs::write(fx.mnt().join("small"), b"fits").unwrap();
+    std::fs::write(fx.mnt().join("huge"), vec![1u8; 3 << 20]).unwrap();
+    let failing = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        fx.engine().target_status()[0].state == "failing"
+    });
+    let st = fx.engine().target_status();
+    assert!(failing, "a full target should be failing: {st:?}");
+    assert!(
+        st[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("No space"),
+        "{st:?}"
+    );
+    // The mount still works meanwhile.
+    std::fs::write(fx.mnt().join("during"), b"still writable").unwrap();
+    std::fs::remove_file(fx.mnt().join("huge")).unwrap();
+    assert_replicated(&fx, "after room was made");
+}

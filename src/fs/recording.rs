@@ -29,7 +29,18 @@ const RENAME_EXCHANGE: u32 = 2;
 
 /// How long a writer waits for the targets in `sync` mode (and fsync in
 /// `fsync` mode) before it gets EIO.
+/// `REPLICAFS_BARRIER_TIMEOUT` (e.g. `5s`) overrides it.
 pub const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn barrier_timeout() -> Duration {
+    static T: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        std::env::var("REPLICAFS_BARRIER_TIMEOUT")
+            .ok()
+            .and_then(|s| humantime::parse_duration(&s).ok())
+            .unwrap_or(BARRIER_TIMEOUT)
+    })
+}
 
 /// Every name the kernel told us of, per inode (hard links have several).
 #[derive(Default)]
@@ -199,7 +210,7 @@ impl<V: Vfs> Recording<V> {
     fn settle(&self, pos: u64) -> io::Result<()> {
         if self.consistency == Consistency::Sync {
             self.engine
-                .wait(pos, BARRIER_TIMEOUT)
+                .wait(pos, barrier_timeout())
                 .map_err(|e| eio(format!("sync mode: {e}")))?;
         }
         Ok(())
@@ -494,7 +505,7 @@ impl<V: Vfs> Vfs for Recording<V> {
         self.inner.fsync(ctx, ino, fh, datasync)?;
         if self.consistency != Consistency::Async {
             self.engine
-                .barrier(BARRIER_TIMEOUT)
+                .barrier(barrier_timeout())
                 .map_err(|e| eio(format!("fsync barrier: {e}")))?;
         }
         Ok(())
@@ -523,7 +534,7 @@ impl<V: Vfs> Vfs for Recording<V> {
         self.inner.fsyncdir(ctx, ino, fh, datasync)?;
         if self.consistency != Consistency::Async {
             self.engine
-                .barrier(BARRIER_TIMEOUT)
+                .barrier(barrier_timeout())
                 .map_err(|e| eio(format!("fsync barrier: {e}")))?;
         }
         Ok(())
