@@ -1,13 +1,22 @@
 //! Fast I/O: moving byte ranges from SOURCE files to TARGET files. One
-//! trait, chosen once at start-up; `portable` (pread/pwrite) always
-//! compiles and is the reference the others are tested against.
+//! trait, chosen once at start-up, here and nowhere else; `portable`
+//! (pread/pwrite) always compiles and is the reference the others are
+//! tested against.
 
+#[cfg(target_os = "linux")]
+mod copy_range;
 mod portable;
+#[cfg(target_os = "linux")]
+mod uring;
 
 use std::fs::File;
 use std::io;
 
+#[cfg(target_os = "linux")]
+pub use copy_range::CopyRange;
 pub use portable::Portable;
+#[cfg(target_os = "linux")]
+pub use uring::Uring;
 
 use crate::cli::IoChoice;
 
@@ -22,17 +31,37 @@ pub trait FastIo: Send + Sync {
     fn copy_ranges(&self, src: &File, dst: &File, ranges: &[(u64, u64)]) -> io::Result<u64>;
 }
 
-/// The backend for `--io`. io_uring and the other platform backends are
-/// not built yet: every choice resolves to `portable`, saying why once.
+/// The backend for `--io`, after the environment: `REPLICAFS_IO=portable`
+/// is the kill switch, `REPLICAFS_IO=uring` asks for io_uring whatever
+/// `--io` says (how the test suite runs everything on io_uring).
+/// `auto` is `portable` until io_uring is measured to win here (see
+/// docs/benchmarks.md); `uring` probes the kernel and falls back to
+/// `portable` with one log line saying why.
 pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
-    if std::env::var("REPLICAFS_IO").as_deref() == Ok("portable") {
-        return Box::new(Portable::new());
+    match std::env::var("REPLICAFS_IO").as_deref() {
+        Ok("portable") => return Box::new(Portable::new()),
+        Ok("uring") => return uring_or_portable(),
+        _ => {}
     }
     match choice {
-        IoChoice::Portable | IoChoice::Auto => {}
-        IoChoice::Uring => {
-            tracing::warn!("--io uring: the io_uring backend is not built yet; using portable");
+        IoChoice::Portable | IoChoice::Auto => Box::new(Portable::new()),
+        IoChoice::Uring => uring_or_portable(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_or_portable() -> Box<dyn FastIo> {
+    match Uring::new() {
+        Ok(u) => Box::new(u),
+        Err(why) => {
+            tracing::warn!("io_uring unavailable ({why}); using portable");
+            Box::new(Portable::new())
         }
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn uring_or_portable() -> Box<dyn FastIo> {
+    tracing::warn!("io_uring exists only on Linux; using portable");
     Box::new(Portable::new())
 }
