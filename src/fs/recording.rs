@@ -198,6 +198,17 @@ impl<V: Vfs> Recording<V> {
         }
     }
 
+    /// fsync on the mount is a barrier: it returns once the targets have
+    /// everything (except in async mode, which never waits).
+    fn fsync_barrier(&self) -> io::Result<()> {
+        if self.consistency != Consistency::Async {
+            self.engine
+                .barrier(barrier_timeout())
+                .map_err(|e| eio(format!("fsync barrier: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn note_append(&self, fh: Fh, flags: i32) {
         if flags & libc::O_APPEND != 0 {
             self.appending
@@ -503,12 +514,7 @@ impl<V: Vfs> Vfs for Recording<V> {
 
     fn fsync(&self, ctx: &Ctx, ino: Ino, fh: Fh, datasync: bool) -> io::Result<()> {
         self.inner.fsync(ctx, ino, fh, datasync)?;
-        if self.consistency != Consistency::Async {
-            self.engine
-                .barrier(barrier_timeout())
-                .map_err(|e| eio(format!("fsync barrier: {e}")))?;
-        }
-        Ok(())
+        self.fsync_barrier()
     }
 
     fn opendir(&self, ctx: &Ctx, ino: Ino, flags: i32) -> io::Result<Opened> {
@@ -532,12 +538,7 @@ impl<V: Vfs> Vfs for Recording<V> {
 
     fn fsyncdir(&self, ctx: &Ctx, ino: Ino, fh: Fh, datasync: bool) -> io::Result<()> {
         self.inner.fsyncdir(ctx, ino, fh, datasync)?;
-        if self.consistency != Consistency::Async {
-            self.engine
-                .barrier(barrier_timeout())
-                .map_err(|e| eio(format!("fsync barrier: {e}")))?;
-        }
-        Ok(())
+        self.fsync_barrier()
     }
 
     fn statfs(&self, ctx: &Ctx, ino: Ino) -> io::Result<StatFs> {
