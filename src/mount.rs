@@ -213,7 +213,10 @@ impl Replication {
             e
         })
         .ok();
-        let watch = match crate::watch::start(&spec.source, Arc::clone(&engine)) {
+        let watch = match std::env::var_os("REPLICAFS_NO_WATCH")
+            .map(|_| Err(notify::Error::generic("disabled by REPLICAFS_NO_WATCH")))
+            .unwrap_or_else(|| crate::watch::start(&spec.source, Arc::clone(&engine)))
+        {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(

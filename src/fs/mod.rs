@@ -145,6 +145,11 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+/// Whether `rel` under `root` is a directory (not following symlinks).
+pub fn is_dir_at(root: &Path, rel: &Path) -> bool {
+    std::fs::symlink_metadata(root.join(rel)).is_ok_and(|m| m.is_dir())
+}
+
 /// The filesystem operations. Every method that changes SOURCE is listed
 /// here, so a wrapper that implements `Vfs` sees every change.
 ///

@@ -94,6 +94,29 @@ struct Queue {
     /// Intents recorded whose operation has not finished yet.
     inflight: BTreeSet<u64>,
     full_reconcile: bool,
+    /// Latest position of a recorded op on each path (for resyncs).
+    touched: HashMap<PathBuf, u64>,
+    /// Latest position of an op that moves or removes a directory's
+    /// contents wholesale (rename, rmdir): they touch paths below theirs.
+    last_tree_op: u64,
+}
+
+impl Queue {
+    /// Appends an entry, indexing the paths it touches.
+    fn append(&mut self, e: Entry) -> u64 {
+        let pos = self.pushed;
+        self.pushed += 1;
+        if !matches!(e.op, Op::Resync { .. }) {
+            for p in e.op.paths() {
+                self.touched.insert(p.to_path_buf(), pos);
+            }
+            if matches!(e.op, Op::Rename { .. } | Op::Rmdir { .. }) {
+                self.last_tree_op = pos + 1;
+            }
+        }
+        self.entries.push_back(Arc::new(e));
+        pos
+    }
 }
 
 pub struct Engine {
@@ -140,6 +163,8 @@ impl Engine {
                 writes: HashMap::new(),
                 inflight: BTreeSet::new(),
                 full_reconcile: false,
+                touched: HashMap::new(),
+                last_tree_op: 0,
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
@@ -215,16 +240,14 @@ impl Engine {
     ) -> u64 {
         let mut q = self.lock();
         q.inflight.remove(&seq);
-        let pos = q.pushed;
-        q.pushed += 1;
-        q.entries.push_back(Arc::new(Entry {
+        let pos = q.append(Entry {
             min_seq: seq,
             op,
             extents: None,
             subject,
             parents,
             at: Instant::now(),
-        }));
+        });
         drop(q);
         self.work.notify_all();
         pos + 1
@@ -272,17 +295,15 @@ impl Engine {
                 }
             }
         }
-        let pos = q.pushed;
-        q.pushed += 1;
-        q.writes.insert(ino, pos);
-        q.entries.push_back(Arc::new(Entry {
+        let pos = q.append(Entry {
             min_seq: seq,
             op: Op::Write { path, offset, len },
             extents: None,
             subject,
             parents: Vec::new(),
             at: Instant::now(),
-        }));
+        });
+        q.writes.insert(ino, pos);
         drop(q);
         self.work.notify_all();
         pos + 1
@@ -302,6 +323,14 @@ impl Engine {
     /// the target there, and a compare now would run ahead of it.
     fn later_touches(&self, pos: u64, path: &Path) -> bool {
         let q = self.lock();
+        if q.touched.get(path).is_some_and(|&p| p > pos) {
+            return true;
+        }
+        // Below a directory, or after a rename/rmdir: look at each entry.
+        let is_dir = crate::fs::is_dir_at(&self.source, path);
+        if q.last_tree_op <= pos + 1 && !is_dir {
+            return false;
+        }
         let from = (pos + 1).saturating_sub(q.base) as usize;
         q.entries.iter().skip(from).any(|e| {
             !matches!(e.op, Op::Resync { .. })
@@ -606,6 +635,9 @@ impl Engine {
         }
         let base = q.base;
         q.writes.retain(|_, p| *p >= base);
+        if q.touched.len() > 4 * q.entries.len() + 1024 {
+            q.touched.retain(|_, p| *p >= base);
+        }
         let next = self.journal.next_seq();
         let oldest_entry = q.entries.iter().map(|e| e.min_seq).min().unwrap_or(next);
         let oldest_inflight = q.inflight.first().copied().unwrap_or(next);
