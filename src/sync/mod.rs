@@ -79,6 +79,10 @@ struct Slot {
     reconciling: AtomicBool,
     /// The start-up reconcile finished: barriers may count on `applied`.
     ready: AtomicBool,
+    /// Applied but not yet made durable (synced): `applied` follows at the
+    /// next sync.
+    done: AtomicU64,
+    last_sync: Mutex<Instant>,
     last_error: Mutex<Option<String>>,
     progress: Arc<Progress>,
 }
@@ -128,7 +132,14 @@ pub struct Engine {
     source: PathBuf,
     io: Box<dyn FastIo>,
     stop: AtomicBool,
+    /// Barriers waiting: workers sync at once instead of on their timer.
+    waiters: std::sync::atomic::AtomicUsize,
 }
+
+/// How long applied changes may wait for a target sync when no barrier
+/// asks for one: syncing after every batch would make every write to
+/// SOURCE hit the disk synchronously.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Backoff between retries of a failing target.
 const RETRY_MIN: Duration = Duration::from_millis(50);
@@ -151,6 +162,8 @@ impl Engine {
                 failing: AtomicBool::new(false),
                 reconciling: AtomicBool::new(false),
                 ready: AtomicBool::new(false),
+                done: AtomicU64::new(0),
+                last_sync: Mutex::new(Instant::now()),
                 last_error: Mutex::new(None),
                 progress: Arc::default(),
             })
@@ -173,6 +186,7 @@ impl Engine {
             source: source.to_path_buf(),
             io,
             stop: AtomicBool::new(false),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -361,6 +375,16 @@ impl Engine {
 
     /// Waits until every target applied (durably) everything before `pos`.
     pub fn wait(&self, pos: u64, timeout: Duration) -> Result<(), String> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.waiters);
+        // Idle workers sync now rather than on their timer.
+        self.work.notify_all();
         let deadline = Instant::now() + timeout;
         let mut q = self.lock();
         loop {
@@ -520,10 +544,24 @@ impl Engine {
                     if claimed < q.pushed || q.full_reconcile || taint.is_some() {
                         break;
                     }
-                    if self.stop.load(Ordering::Acquire) {
+                    let unsynced = slot.done.load(Ordering::Acquire) > slot.applied.load(Ordering::Acquire);
+                    let stopping = self.stop.load(Ordering::Acquire);
+                    if unsynced && (stopping || self.sync_due(slot)) {
+                        drop(q);
+                        if !self.make_durable(slot) {
+                            return;
+                        }
+                        q = self.lock();
+                        continue;
+                    }
+                    if stopping {
                         return;
                     }
-                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q = self
+                        .work
+                        .wait_timeout(q, SYNC_EVERY)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 let full = std::mem::take(&mut q.full_reconcile);
                 let start = slot.claimed.load(Ordering::Acquire);
@@ -606,18 +644,43 @@ impl Engine {
                     taint = Some(scope);
                 }
             }
-            if self.retry(slot, "sync", || slot.target.sync()).is_none() {
-                return;
-            }
             if taint.is_none() {
-                // Under the queue lock: a barrier checks `applied` under it
-                // before it waits, so the wakeup cannot be lost.
-                let _q = self.lock();
-                slot.applied.store(end, Ordering::Release);
+                slot.done.store(end, Ordering::Release);
+                if self.sync_due(slot) && !self.make_durable(slot) {
+                    return;
+                }
             }
-            self.progress.notify_all();
-            self.trim();
         }
+    }
+
+    /// A barrier is waiting, or the last sync is old enough.
+    fn sync_due(&self, slot: &Slot) -> bool {
+        self.waiters.load(Ordering::Acquire) > 0
+            || slot
+                .last_sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= SYNC_EVERY
+    }
+
+    /// Syncs the target and advances `applied` to what was done; `false`
+    /// when the engine is stopping and the target cannot be synced.
+    fn make_durable(&self, slot: &Slot) -> bool {
+        let done = slot.done.load(Ordering::Acquire);
+        if self.retry(slot, "sync", || slot.target.sync()).is_none() {
+            return false;
+        }
+        *slot.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        {
+            // Under the queue lock: a barrier checks `applied` under it
+            // before it waits, so the wakeup cannot be lost.
+            let _q = self.lock();
+            slot.applied.fetch_max(done, Ordering::AcqRel);
+        }
+        self.progress.notify_all();
+        self.trim();
+        true
     }
 
     /// Drops entries every target has, and moves the checkpoint.
