@@ -49,6 +49,22 @@ pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
     }
 }
 
+/// Tells the kernel the target's cached pages will not be read again
+/// (`posix_fadvise(DONTNEED)`; dirty pages start writeback and go once
+/// written). The macOS backend uses F_NOCACHE instead.
+#[cfg(target_os = "linux")]
+fn drop_written_pages(f: &File, offset: u64, len: u64) {
+    let _ = rustix::fs::fadvise(
+        f,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_written_pages(_f: &File, _offset: u64, _len: u64) {}
+
 #[cfg(target_os = "linux")]
 fn uring_or_portable() -> Box<dyn FastIo> {
     match Uring::new() {

@@ -10,6 +10,11 @@ use super::FastIo;
 /// Largest single read/write.
 const CHUNK: usize = 1 << 20;
 
+/// Ranges at least this long have the target's pages let go of once
+/// written: a large replication must not push the user's working set out of
+/// memory (nobody reads the replica through this machine's cache).
+const DROP_MIN: u64 = 1 << 20;
+
 #[derive(Debug, Default)]
 pub struct Portable;
 
@@ -47,6 +52,12 @@ impl FastIo for Portable {
                     dst.write_all_at(&buf[..n], at)?;
                     at += n as u64;
                     total += n as u64;
+                }
+                // Large ranges only: for small scattered ones the advice
+                // costs more than it saves (measured: 339 → 191 MB/s on
+                // 100,000 warm 4 KiB ranges), and they add little cache.
+                if at - start >= DROP_MIN {
+                    super::drop_written_pages(dst, start, at - start);
                 }
             }
             Ok(total)

@@ -544,7 +544,8 @@ impl Engine {
                     if claimed < q.pushed || q.full_reconcile || taint.is_some() {
                         break;
                     }
-                    let unsynced = slot.done.load(Ordering::Acquire) > slot.applied.load(Ordering::Acquire);
+                    let unsynced =
+                        slot.done.load(Ordering::Acquire) > slot.applied.load(Ordering::Acquire);
                     let stopping = self.stop.load(Ordering::Acquire);
                     if unsynced && (stopping || self.sync_due(slot)) {
                         drop(q);
