@@ -414,17 +414,25 @@ fn password_file_ok(p: &Path) -> Result<()> {
             p.display()
         )));
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(Error::invalid(format!(
-                "password file {} must not be accessible by group or others (chmod 600 it)",
-                p.display()
-            )));
-        }
+    if others_can_read(&meta) {
+        return Err(Error::invalid(format!(
+            "password file {} must not be accessible by group or others (chmod 600 it)",
+            p.display()
+        )));
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn others_can_read(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o077 != 0
+}
+
+/// Windows has ACLs, not mode bits: nothing to check this way.
+#[cfg(not(unix))]
+fn others_can_read(_meta: &std::fs::Metadata) -> bool {
+    false
 }
 
 /// `/var/lib/replicafs/<mountpoint>` for root, the XDG state directory
