@@ -2,9 +2,9 @@
 //! (IOSQE_IO_LINK) to a WRITE_FIXED into the target, both on one registered
 //! buffer pool; many chains go in one submit.
 //!
-//! Batches are filled until the pool or the submission queue is full, then
-//! submitted and completely reaped before the pool is reused, so no buffer
-//! is ever handed back while the kernel may still write into it. Nothing is
+//! The pool is used as a ring buffer in submission order and the ring is
+//! kept full: as the oldest chains complete their space takes new ones, so
+//! no buffer is ever reused while the kernel may still write into it. Nothing is
 //! lent out of the pool: data only goes kernel → buffer → kernel.
 //!
 //! A short read fails its chain (the kernel cancels the linked write with
@@ -14,6 +14,7 @@
 //! reads only happen when the file shrinks meanwhile.
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -75,12 +76,15 @@ impl Uring {
     }
 }
 
-/// One READ_FIXED → WRITE_FIXED chain of a batch.
+/// One READ_FIXED → WRITE_FIXED chain in flight.
 struct Chain {
     offset: u64,
     len: u32,
     /// Where in the pool.
     at: usize,
+    /// Pool bytes it holds: its length, plus the tail end it skipped when
+    /// it wrapped round to the start.
+    span: usize,
     read: Option<i32>,
     write: Option<i32>,
 }
@@ -93,7 +97,7 @@ impl FastIo for Uring {
     fn copy_ranges(&self, src: &File, dst: &File, ranges: &[(u64, u64)]) -> io::Result<u64> {
         let size = src.metadata()?.len();
         // Pieces of at most CHUNK bytes, cut at the source's end.
-        let mut todo: std::collections::VecDeque<(u64, u64)> = ranges
+        let mut todo: VecDeque<(u64, u64)> = ranges
             .iter()
             .map(|&(s, e)| (s, e.min(size)))
             .filter(|&(s, e)| s < e)
@@ -106,80 +110,105 @@ impl FastIo for Uring {
             .collect();
         let mut r = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let Ring { ring, pool } = &mut *r;
-        let base = pool.as_mut_ptr();
         let (sfd, dfd) = (types::Fd(src.as_raw_fd()), types::Fd(dst.as_raw_fd()));
+        let cap = pool.len();
+        let base = pool.as_mut_ptr();
+        // Chains in submission order; the pool is used as a ring buffer in
+        // the same order, so a chain's space comes back when it and every
+        // chain before it have completed.
+        let mut chains: VecDeque<Chain> = VecDeque::new();
+        let mut first_id = 0u64;
+        let mut next_id = 0u64;
+        let (mut tail, mut used) = (0usize, 0usize);
         let mut total = 0u64;
-        while !todo.is_empty() {
-            // Fill a batch.
-            let mut chains: Vec<Chain> = Vec::new();
-            let mut used = 0usize;
-            while let Some(&(s, e)) = todo.front() {
-                let len = (e - s) as usize;
-                if used + len > pool.len() || chains.len() * 2 + 2 > ENTRIES as usize {
-                    break;
-                }
-                todo.pop_front();
-                chains.push(Chain {
-                    offset: s,
-                    len: len as u32,
-                    at: used,
-                    read: None,
-                    write: None,
-                });
-                used += len;
-            }
+        let mut first_err: Option<io::Error> = None;
+        loop {
             {
                 let mut sq = ring.submission();
-                for (i, c) in chains.iter().enumerate() {
-                    // SAFETY: `base + c.at .. + c.len` lies inside the
-                    // registered pool (index 0), reserved for this chain
-                    // alone until the batch is fully reaped below.
-                    let ptr = unsafe { base.add(c.at) };
-                    let read = opcode::ReadFixed::new(sfd, ptr, c.len, 0)
-                        .offset(c.offset)
+                while first_err.is_none() && sq.capacity() - sq.len() >= 2 {
+                    let Some(&(s, e)) = todo.front() else { break };
+                    let len = (e - s) as usize;
+                    let (at, span) = if tail + len <= cap {
+                        (tail, len)
+                    } else {
+                        (0, cap - tail + len)
+                    };
+                    if used + span > cap {
+                        break;
+                    }
+                    todo.pop_front();
+                    // SAFETY: `at .. at + len` is inside the registered pool
+                    // and free: the ring-buffer accounting above keeps it
+                    // apart from every chain still in flight.
+                    let ptr = unsafe { base.add(at) };
+                    let read = opcode::ReadFixed::new(sfd, ptr, len as u32, 0)
+                        .offset(s)
                         .build()
                         .flags(squeue::Flags::IO_LINK)
-                        .user_data((i as u64) << 1);
-                    let write = opcode::WriteFixed::new(dfd, ptr, c.len, 0)
-                        .offset(c.offset)
+                        .user_data(next_id << 1);
+                    let write = opcode::WriteFixed::new(dfd, ptr, len as u32, 0)
+                        .offset(s)
                         .build()
-                        .user_data(((i as u64) << 1) | 1);
-                    // SAFETY: the entries point into the pool, which stays
-                    // valid and untouched by us until both completions of
-                    // this chain are reaped; the fds outlive the call.
+                        .user_data((next_id << 1) | 1);
+                    // SAFETY: both entries point into the pool, which this
+                    // chain owns until both completions are reaped; the fds
+                    // outlive the call.
                     unsafe {
                         sq.push(&read)
                             .map_err(|_| io::Error::other("io_uring queue full"))?;
                         sq.push(&write)
                             .map_err(|_| io::Error::other("io_uring queue full"))?;
                     }
+                    chains.push_back(Chain {
+                        offset: s,
+                        len: len as u32,
+                        at,
+                        span,
+                        read: None,
+                        write: None,
+                    });
+                    next_id += 1;
+                    tail = at + len;
+                    used += span;
                 }
             }
-            // Submit and reap every completion of the batch: only then may
-            // the pool be reused.
-            let mut pending = chains.len() * 2;
-            while pending > 0 {
-                match ring.submit_and_wait(1) {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) => return Err(e),
-                }
-                for cqe in ring.completion() {
-                    let i = (cqe.user_data() >> 1) as usize;
-                    if cqe.user_data() & 1 == 0 {
-                        chains[i].read = Some(cqe.result());
-                    } else {
-                        chains[i].write = Some(cqe.result());
-                    }
-                    pending -= 1;
+            if chains.is_empty() {
+                break;
+            }
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            for cqe in ring.completion() {
+                let id = cqe.user_data() >> 1;
+                let c = &mut chains[(id - first_id) as usize];
+                if cqe.user_data() & 1 == 0 {
+                    c.read = Some(cqe.result());
+                } else {
+                    c.write = Some(cqe.result());
                 }
             }
-            // Settle each chain; finish partial ones by hand.
-            let mut first_err = None;
-            for c in &chains {
+            // Settle completed chains in order, finishing partial ones by
+            // hand, and give their space back.
+            while chains
+                .front()
+                .is_some_and(|c| c.read.is_some() && c.write.is_some())
+            {
+                let c = chains.pop_front().expect("checked above");
+                first_id += 1;
+                used -= c.span;
+                if chains.is_empty() {
+                    tail = 0;
+                    used = 0;
+                }
                 let (read, write) = (c.read.unwrap_or(-libc::EIO), c.write.unwrap_or(-libc::EIO));
                 if read < 0 {
                     first_err.get_or_insert(io::Error::from_raw_os_error(-read));
+                    continue;
+                }
+                if write < 0 && write != -libc::ECANCELED {
+                    first_err.get_or_insert(io::Error::from_raw_os_error(-write));
                     continue;
                 }
                 let got = read as usize;
@@ -188,24 +217,23 @@ impl FastIo for Uring {
                 } else {
                     0
                 };
-                if write < 0 && write != -libc::ECANCELED {
-                    first_err.get_or_insert(io::Error::from_raw_os_error(-write));
-                    continue;
-                }
                 if wrote < got {
                     let bytes = &pool[c.at + wrote..c.at + got];
-                    dst.write_all_at(bytes, c.offset + wrote as u64)?;
+                    if let Err(e) = dst.write_all_at(bytes, c.offset + wrote as u64) {
+                        first_err.get_or_insert(e);
+                        continue;
+                    }
                 }
                 total += got as u64;
                 if got < c.len as usize && got > 0 {
-                    // Short read: the rest of the range next time round.
+                    // Short read: the rest of the range goes round again.
                     todo.push_back((c.offset + got as u64, c.offset + c.len as u64));
                 }
             }
-            if let Some(e) = first_err {
-                return Err(e);
-            }
         }
-        Ok(total)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 }
