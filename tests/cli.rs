@@ -5,34 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Dirs, mounted};
+
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_replicafs"));
-    c.env_remove("RSYNC_PASSWORD").env("REPLICAFS_LOG", "warn");
-    c
-}
-
-struct Dirs {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Dirs {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        for d in ["src", "mnt", "state"] {
-            std::fs::create_dir(root.join(d)).unwrap();
-        }
-        Dirs { _tmp: tmp, root }
-    }
-
-    fn p(&self, rel: &str) -> String {
-        self.root.join(rel).to_string_lossy().into_owned()
-    }
+    common::bin("warn")
 }
 
 /// Runs `args`, expects exit 2 and a single stderr line containing `needle`.
@@ -61,10 +41,10 @@ fn refused(args: &[&str], needle: &str) {
 #[test]
 fn invalid_invocations_exit_2_naming_the_problem() {
     let d = Dirs::new();
-    let (src, mnt, state) = (d.p("src"), d.p("mnt"), d.p("state"));
+    let (src, mnt, state) = (d.s("src"), d.s("mnt"), d.s("state"));
     std::fs::write(d.root.join("file"), b"x").unwrap();
-    let file = d.p("file");
-    let replica = d.p("replica");
+    let file = d.s("file");
+    let replica = d.s("replica");
     let m = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = vec!["mount".into()];
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -90,7 +70,7 @@ fn invalid_invocations_exit_2_naming_the_problem() {
         ),
         (m(&[&src, &mnt, "--target", &src]), "is the source itself"),
         (
-            m(&[&src, &mnt, "--target", &d.p("")]),
+            m(&[&src, &mnt, "--target", &d.s("")]),
             "contains the source",
         ),
         (
@@ -201,12 +181,12 @@ fn invalid_invocations_exit_2_naming_the_problem() {
     ];
     // Mountpoint inside the source, and a non-empty mountpoint.
     std::fs::create_dir(d.root.join("src/inner_mnt")).unwrap();
-    let inner = d.p("src/inner_mnt");
+    let inner = d.s("src/inner_mnt");
     refused(
         &["mount", &src, &inner, "--target", &replica],
         "is inside the source",
     );
-    let full = d.p("full");
+    let full = d.s("full");
     std::fs::create_dir(&full).unwrap();
     std::fs::write(d.root.join("full/x"), b"").unwrap();
     refused(
@@ -248,17 +228,13 @@ fn mounting_on_an_existing_mount_is_refused() {
     refused(
         &[
             "mount",
-            &d.p("src"),
+            &d.s("src"),
             &fx.mnt().to_string_lossy(),
             "--target",
-            &d.p("replica"),
+            &d.s("replica"),
         ],
         "is already a mount",
     );
-}
-
-fn mounted(mnt: &Path) -> bool {
-    replicafs::mountinfo::find(mnt).unwrap().is_some()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -288,16 +264,7 @@ fn daemon_mount_is_live_on_return_and_unmount_takes_it_down() {
     let d = Dirs::new();
     std::fs::write(d.root.join("src/hello"), b"hello\n").unwrap();
     let out = ok(bin()
-        .args([
-            "mount",
-            &d.p("src"),
-            &d.p("mnt"),
-            "--target",
-            &d.p("replica"),
-            "--state-dir",
-            &d.p("state"),
-            "--daemon",
-        ])
+        .args(d.mount_args("replica", &["--daemon"]))
         .output()
         .unwrap());
     // Live on return: no polling here.
@@ -317,11 +284,11 @@ fn daemon_mount_is_live_on_return_and_unmount_takes_it_down() {
         .unwrap()
         .unwrap();
     assert_eq!(entry.fstype, "fuse.replicafs");
-    assert_eq!(entry.source, d.p("src"));
+    assert_eq!(entry.source, d.s("src"));
     // Commands that need the mount see it as ours.
-    let st = bin().args(["status", &d.p("mnt")]).output().unwrap();
+    let st = bin().args(["status", &d.s("mnt")]).output().unwrap();
     assert!(!String::from_utf8_lossy(&st.stderr).contains("not mounted"));
-    ok(bin().args(["unmount", &d.p("mnt")]).output().unwrap());
+    ok(bin().args(["unmount", &d.s("mnt")]).output().unwrap());
     assert!(!mounted(&d.root.join("mnt")));
     assert!(
         std::fs::read_dir(d.root.join("mnt"))
@@ -348,15 +315,7 @@ fn foreground_mount_unmounts_cleanly_on_sigterm_and_sigint() {
     ] {
         let d = Dirs::new();
         let mut child = bin()
-            .args([
-                "mount",
-                &d.p("src"),
-                &d.p("mnt"),
-                "--target",
-                &d.p("replica"),
-                "--state-dir",
-                &d.p("state"),
-            ])
+            .args(d.mount_args("replica", &[]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

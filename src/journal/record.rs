@@ -252,7 +252,6 @@ impl<'a> Reader<'a> {
     }
     fn path(&mut self) -> io::Result<PathBuf> {
         let b = self.bytes()?;
-        // SAFETY-free: on unix any bytes are a valid OsStr.
         Ok(PathBuf::from(os_from_bytes(b)))
     }
 }

@@ -288,23 +288,25 @@ impl Engine {
         if let Some(&p) = q.writes.get(&ino) {
             if p >= claimed && p >= q.base {
                 let idx = (p - q.base) as usize;
-                let base = q.base;
-                let pushed = q.pushed;
                 if let Some(e) = q.entries.get_mut(idx).and_then(Arc::get_mut) {
-                    if matches!(&e.op, Op::Write { path: ep, .. } if *ep == path) {
-                        e.extents.get_or_insert_with(|| {
-                            let mut x = ExtentSet::new();
-                            if let Op::Write { offset, len, .. } = &e.op {
-                                x.insert(*offset, *len);
-                            }
-                            x
-                        });
-                        if let Some(x) = e.extents.as_mut() {
-                            x.insert(offset, len);
+                    if let Op::Write {
+                        path: ep,
+                        offset: first,
+                        len: first_len,
+                    } = &e.op
+                    {
+                        if *ep == path {
+                            let (first, first_len) = (*first, *first_len);
+                            e.extents
+                                .get_or_insert_with(|| {
+                                    let mut x = ExtentSet::new();
+                                    x.insert(first, first_len);
+                                    x
+                                })
+                                .insert(offset, len);
+                            e.min_seq = e.min_seq.min(seq);
+                            return p + 1;
                         }
-                        e.min_seq = e.min_seq.min(seq);
-                        let _ = base;
-                        return pushed;
                     }
                 }
             }
@@ -575,7 +577,6 @@ impl Engine {
                 slot.claimed.store(end, Ordering::Release);
                 (batch, start, end, full)
             };
-            let _ = start;
             // A reconcile reads SOURCE as it is *now*: entries applied
             // after one may land on a state from their future. Such a
             // target is "tainted" until a reconcile finishes with nothing

@@ -152,3 +152,54 @@ pub fn assert_same_tree(what: &str, a: &BTreeMap<String, String>, b: &BTreeMap<S
         diffs.join("\n")
     );
 }
+
+/// The `replicafs` binary under test, logging at `log`.
+pub fn bin(log: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_replicafs"));
+    c.env_remove("RSYNC_PASSWORD").env("REPLICAFS_LOG", log);
+    c
+}
+
+pub fn mounted(mnt: &Path) -> bool {
+    replicafs::mountinfo::find(mnt).unwrap().is_some()
+}
+
+/// A temporary root with `src`, `mnt`, `state` and `target` directories.
+pub struct Dirs {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Dirs {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        for d in ["src", "mnt", "state", "target"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        Dirs { _tmp: tmp, root }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn s(&self, rel: &str) -> String {
+        self.p(rel).to_string_lossy().into_owned()
+    }
+
+    /// `mount src mnt --target <target> --state-dir state` plus `extra`.
+    pub fn mount_args(&self, target: &str, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "mount".to_string(),
+            self.s("src"),
+            self.s("mnt"),
+            "--target".into(),
+            self.s(target),
+            "--state-dir".into(),
+            self.s("state"),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+}

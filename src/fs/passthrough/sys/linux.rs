@@ -76,8 +76,7 @@ pub fn node_of_file(proc: &Proc, file: &File) -> io::Result<OwnedFd> {
 }
 
 pub fn chown_node(node: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
-    // SAFETY-free: rustix's Uid/Gid constructors are unsafe only for the
-    // "-1 means unchanged" value, which Option expresses instead.
+    // "Leave unchanged" is None here, never the raw -1.
     let uid = uid.map(rustix::fs::Uid::from_raw);
     let gid = gid.map(rustix::fs::Gid::from_raw);
     Ok(rustix::fs::chownat(
