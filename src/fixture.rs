@@ -33,6 +33,17 @@ pub struct FixtureBuilder {
     world_traversable: bool,
     consistency: Consistency,
     state_dir: Option<PathBuf>,
+    remote: Option<Remote>,
+}
+
+/// An rsync daemon module as the fixture's target.
+#[derive(Debug, Clone)]
+struct Remote {
+    url: crate::config::RsyncUrl,
+    password_file: Option<PathBuf>,
+    /// Where the module's files are on this machine, for `target()` and
+    /// `verify()`.
+    local: PathBuf,
 }
 
 impl Default for FixtureBuilder {
@@ -42,6 +53,7 @@ impl Default for FixtureBuilder {
             world_traversable: false,
             consistency: Consistency::Fsync,
             state_dir: None,
+            remote: None,
         }
     }
 }
@@ -67,6 +79,25 @@ impl FixtureBuilder {
         self
     }
 
+    /// Replicate to an rsync daemon (`rsync://...`) instead of a
+    /// directory; `local` is the module's directory on this machine, which
+    /// `target()` and `verify()` then use.
+    pub fn rsync_target(
+        mut self,
+        url: &str,
+        password_file: Option<PathBuf>,
+        local: &Path,
+    ) -> io::Result<Self> {
+        let url = crate::config::RsyncUrl::parse(url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        self.remote = Some(Remote {
+            url,
+            password_file,
+            local: local.to_path_buf(),
+        });
+        Ok(self)
+    }
+
     pub fn mount(self) -> io::Result<Fixture> {
         fuse_available().map_err(io::Error::other)?;
         let dir = tempfile::Builder::new().prefix("replicafs-fx").tempdir()?;
@@ -83,14 +114,19 @@ impl FixtureBuilder {
             }
         }
         let state = self.state_dir.unwrap_or_else(|| dir.path().join("state"));
+        let (targets, target, password_file) = match self.remote {
+            Some(r) => (vec![Target::Rsync(r.url)], r.local, r.password_file),
+            None => (vec![Target::Dir(target.clone())], target, None),
+        };
         let spec = MountSpec {
             source: source.canonicalize()?,
             mountpoint: mnt.canonicalize()?,
             fuse: self.options,
-            targets: vec![Target::Dir(target.clone())],
+            targets,
             consistency: self.consistency,
             io: IoChoice::Auto,
             state_dir: state,
+            password_file,
         };
         let mounted = crate::mount::spawn(&spec)?;
         Ok(Fixture {

@@ -239,9 +239,6 @@ fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
 
 fn mount(args: &MountArgs) -> Result<ExitCode> {
     let cfg = MountConfig::from_args(args)?;
-    if let Some(Target::Rsync(u)) = cfg.targets.iter().find(|t| matches!(t, Target::Rsync(_))) {
-        bail!("target {u}: rsync:// targets are not available in this version yet");
-    }
     create_private_dir(&cfg.state_dir)?;
     for t in &cfg.targets {
         if let Target::Dir(d) = t {
@@ -269,6 +266,7 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
         consistency: cfg.consistency,
         io: cfg.io,
         state_dir: cfg.state_dir.clone(),
+        password_file: cfg.password_file.clone(),
     };
     replicafs::mount::run_foreground(&spec)?;
     Ok(ExitCode::SUCCESS)

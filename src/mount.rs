@@ -37,6 +37,9 @@ pub struct MountSpec {
     pub consistency: Consistency,
     pub io: IoChoice,
     pub state_dir: PathBuf,
+    /// The rsync module password's file (else RSYNC_PASSWORD); the
+    /// password itself is read when the target opens, never kept here.
+    pub password_file: Option<PathBuf>,
 }
 
 /// The replication half of a mount: journal, engine, workers, control
@@ -130,14 +133,48 @@ fn open_dir_target(p: &Path) -> io::Result<Box<dyn Target>> {
     ))
 }
 
-fn open_target(t: &TargetSpec) -> io::Result<Box<dyn Target>> {
+fn open_target(t: &TargetSpec, spec: &MountSpec) -> io::Result<Box<dyn Target>> {
     match t {
         TargetSpec::Dir(p) => open_dir_target(p),
-        TargetSpec::Rsync(u) => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("target {u}: rsync:// targets are not available in this version yet"),
-        )),
+        TargetSpec::Rsync(u) => open_rsync_target(u, spec),
     }
+}
+
+/// The module password: the first line of the password file, else
+/// RSYNC_PASSWORD, else none (a module without `auth users`).
+fn rsync_password(spec: &MountSpec) -> io::Result<Option<Vec<u8>>> {
+    match &spec.password_file {
+        Some(p) => {
+            let text = std::fs::read(p)
+                .map_err(|e| context(format_args!("password file {}", p.display()), e))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+            Ok(Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec()))
+        }
+        None => Ok(std::env::var_os("RSYNC_PASSWORD").map(|v| {
+            use std::os::unix::ffi::OsStrExt;
+            v.as_bytes().to_vec()
+        })),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_rsync_target(u: &crate::config::RsyncUrl, spec: &MountSpec) -> io::Result<Box<dyn Target>> {
+    Ok(Box::new(crate::target::rsync::RsyncTarget::new(
+        u.clone(),
+        rsync_password(spec)?,
+        &spec.source,
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_rsync_target(
+    u: &crate::config::RsyncUrl,
+    _spec: &MountSpec,
+) -> io::Result<Box<dyn Target>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("target {u}: rsync:// targets are not available on this platform yet"),
+    ))
 }
 
 impl Replication {
@@ -148,7 +185,7 @@ impl Replication {
         let targets = spec
             .targets
             .iter()
-            .map(open_target)
+            .map(|t| open_target(t, spec))
             .collect::<io::Result<Vec<_>>>()?;
         let (journal, rec) = Journal::open(&spec.state_dir.join("journal"))?;
         let names: String = spec.targets.iter().map(|t| format!("{t}\n")).collect();

@@ -590,13 +590,8 @@ impl Engine {
                 if let Op::Resync { path } = &e.op {
                     if !self.later_touches(start + k as u64, path) {
                         let _ = self.retry(slot, "resync", || {
-                            slot.target.reconcile(
-                                &self.source,
-                                path,
-                                false,
-                                &slot.progress,
-                                self.io.as_ref(),
-                            )
+                            slot.target
+                                .resync(&self.source, path, &slot.progress, self.io.as_ref())
                         });
                     }
                     continue;
@@ -633,6 +628,12 @@ impl Engine {
                         tainted = Some(everything());
                     }
                 }
+            }
+            match self.retry(slot, "push", || slot.target.flush()) {
+                Some(n) => {
+                    slot.replicated.fetch_add(n, Ordering::Relaxed);
+                }
+                None => return,
             }
             if slot.target.take_reset() {
                 tainted = Some(everything());

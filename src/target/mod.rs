@@ -7,6 +7,8 @@
 #[cfg(target_os = "linux")]
 pub mod dir;
 #[cfg(target_os = "linux")]
+pub mod rsync;
+#[cfg(target_os = "linux")]
 pub mod tree;
 
 use std::io;
@@ -46,6 +48,25 @@ pub trait Target: Send + Sync {
 
     /// Applies one change; returns the data bytes written.
     fn apply(&self, change: &Change<'_>, io: &dyn FastIo) -> io::Result<u64>;
+
+    /// Sends what `apply` gathered, for a target that batches (the rsync
+    /// client pushes one session per batch); returns the data bytes sent.
+    fn flush(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+
+    /// SOURCE changed at `rel` outside the mount: make the target's `rel`
+    /// equal to it (quick compare). A batching target may defer this to
+    /// its next flush.
+    fn resync(
+        &self,
+        source: &Path,
+        rel: &Path,
+        progress: &Arc<Progress>,
+        io: &dyn FastIo,
+    ) -> io::Result<()> {
+        self.reconcile(source, rel, false, progress, io)
+    }
 
     /// Makes everything applied so far durable.
     fn sync(&self) -> io::Result<()>;

@@ -3,6 +3,9 @@
 //! another user.
 #![allow(dead_code)]
 
+pub mod rsyncd;
+pub mod workloads;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,333 @@
+//! One push: connect, send the file list, answer the daemon's requests
+//! with deltas, run the phase protocol to the goodbye.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+
+use super::delta::{self, Sent, Sink, SumHead, Sums};
+use super::flist::{self, Entry};
+use super::handshake::{Connection, Login, connect};
+use super::mux::{DataOut, MSG_NO_SEND};
+use super::wire::{
+    NDX_DEL_STATS, NDX_DONE, NdxState, bad, get_i32, get_u8, get_u16, get_varint, get_vstring,
+    put_i32, put_u16,
+};
+
+const ITEM_TRANSFER: u16 = 0x8000;
+const ITEM_BASIS_TYPE_FOLLOWS: u16 = 0x0800;
+const ITEM_XNAME_FOLLOWS: u16 = 0x1000;
+const IOERR_VANISHED: i32 = 2;
+
+/// Block counts beyond this are not a real basis (2^22 blocks of the
+/// largest block size is 512 GiB).
+const MAX_BLOCKS: i32 = 1 << 22;
+const MAX_BLOCK_LEN: i32 = 1 << 17;
+
+/// How a listed file's data is sent when the daemon asks for it.
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// Only these ranges differ from the daemon's copy (the journal says
+    /// so): match every other block without searching.
+    Known(Vec<(u64, u64)>),
+    /// Unknown: search the daemon's blocks (rsync's delta).
+    Search,
+}
+
+/// Opens a listed regular file of SOURCE for reading.
+pub type Opener = Box<dyn Fn(&Entry) -> io::Result<File> + Send>;
+
+/// What to push in one session.
+pub struct Push {
+    /// Sorted with `flist::cmp`, no duplicate names.
+    pub entries: Vec<Entry>,
+    /// For regular files, by index in `entries`.
+    pub data: HashMap<usize, Data>,
+    /// Opens a listed regular file of SOURCE for reading.
+    pub open: Opener,
+    /// Send `--delete`: listed directories without XMIT_NO_CONTENT_DIR
+    /// lose what they do not list.
+    pub delete: bool,
+    /// Send `--ignore-times`: every listed file is compared block by block,
+    /// not skipped because size and mtime agree.
+    pub ignore_times: bool,
+    /// Send `--inplace`: the daemon rewrites changed blocks of the file it
+    /// has instead of building a new file and renaming it over. Only right
+    /// when the daemon's file is the same file as ours (its other hard-
+    /// linked names must change with it).
+    pub inplace: bool,
+}
+
+/// What one session did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    pub files: u64,
+    pub literal: u64,
+    pub matched: u64,
+    pub deleted: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+struct Tokens<'a> {
+    out: &'a mut DataOut,
+}
+
+impl Sink for Tokens<'_> {
+    fn literal(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.data(&(data.len() as i32).to_le_bytes())?;
+        self.out.data(data)
+    }
+
+    fn matched(&mut self, block: u32) -> io::Result<()> {
+        self.out.data(&(-(block as i32) - 1).to_le_bytes())
+    }
+}
+
+fn args(p: &Push, ids: bool) -> Vec<String> {
+    // r: recursive; l: symlinks; t: mtimes; p: perms; D: devices and
+    // specials; H: hard links; o/g: owner and group (applied by a root daemon). The
+    // client info after `e`: release build, no incremental recursion,
+    // varint lists and checksum negotiation (see PROTOCOL notes).
+    let mut cluster = String::from("-rltpDH");
+    if ids {
+        cluster.push_str("og");
+    }
+    if p.ignore_times {
+        cluster.push('I');
+    }
+    cluster.push_str("e.LsfxCIvu");
+    // --modify-window=-1: times compare to the nanosecond (the default
+    // compares whole seconds, so a change within the same second would
+    // leave the daemon's time behind).
+    let mut a = vec![cluster, "--modify-window=-1".into()];
+    if p.inplace {
+        a.push("--inplace".into());
+    }
+    if ids {
+        a.push("--numeric-ids".into());
+    }
+    if p.delete {
+        a.push("--delete".into());
+    }
+    if p.entries.iter().any(|e| e.mode == 0) {
+        a.push("--delete-missing-args".into());
+        a.push("--force".into());
+    }
+    a
+}
+
+/// Runs one push. An error leaves the daemon's tree partly updated but
+/// consistent per file (the daemon checks every file's checksum); the
+/// caller keeps its changes and pushes them again.
+pub fn run(login: &Login<'_>, p: &Push) -> io::Result<Outcome> {
+    let ids = true;
+    let mut c = connect(login, &args(p, ids))?;
+    let r = transfer(&mut c, p, ids);
+    let m = c.input.messages.lock().unwrap_or_else(|e| e.into_inner());
+    let mut outcome = r?;
+    if let Some(e) = m.errors.first() {
+        let more = m.errors.len() - 1;
+        return Err(io::Error::other(if more > 0 {
+            format!("daemon: {e} (and {more} more errors)")
+        } else {
+            format!("daemon: {e}")
+        }));
+    }
+    outcome.deleted = m.deleted;
+    outcome.bytes_sent = c.output.sent;
+    outcome.bytes_received = c.received.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(outcome)
+}
+
+fn transfer(c: &mut Connection, p: &Push, ids: bool) -> io::Result<Outcome> {
+    let nsec = c.protocol >= 31;
+    let mut head = Vec::new();
+    if p.delete {
+        put_i32(&mut head, 0); // no filter rules
+    }
+    for (i, e) in p.entries.iter().enumerate() {
+        flist::encode(&mut head, i as u32, e, nsec, ids)?;
+        if head.len() >= 64 * 1024 {
+            c.output.data(&head)?;
+            head.clear();
+        }
+    }
+    flist::encode_end(&mut head, 0);
+    c.output.data(&head)?;
+    c.output.flush()?;
+
+    let mut outcome = Outcome::default();
+    let mut ins = NdxState::default();
+    let mut outs = NdxState::default();
+    let mut phase = 0;
+    let mut io_error = 0i32;
+    loop {
+        let ndx = ins.get(&mut c.input)?;
+        if ndx == NDX_DONE {
+            phase += 1;
+            let mut b = Vec::new();
+            outs.put(&mut b, NDX_DONE);
+            if phase > 2 && io_error != 0 {
+                c.output
+                    .msg(super::mux::MSG_IO_ERROR, &io_error.to_le_bytes())?;
+            }
+            c.output.data(&b)?;
+            c.output.flush()?;
+            if phase > 2 {
+                break;
+            }
+            continue;
+        }
+        if ndx == NDX_DEL_STATS {
+            del_stats(&mut c.input)?;
+            continue;
+        }
+        let entry = usize::try_from(ndx)
+            .ok()
+            .and_then(|i| p.entries.get(i))
+            .ok_or_else(|| {
+                bad(format!(
+                    "daemon asked for file {ndx} of {}",
+                    p.entries.len()
+                ))
+            })?;
+        let iflags = get_u16(&mut c.input)?;
+        let mut extra = Vec::new();
+        if iflags & ITEM_BASIS_TYPE_FOLLOWS != 0 {
+            extra.push(get_u8(&mut c.input)?);
+        }
+        if iflags & ITEM_XNAME_FOLLOWS != 0 {
+            let x = get_vstring(&mut c.input, 4096)?;
+            super::wire::put_vstring(&mut extra, &x)?;
+        }
+        let mut echo = Vec::new();
+        outs.put(&mut echo, ndx);
+        put_u16(&mut echo, iflags);
+        echo.extend_from_slice(&extra);
+        if iflags & ITEM_TRANSFER == 0 {
+            c.output.data(&echo)?;
+            continue;
+        }
+        if !entry.is_file() {
+            return Err(bad(format!(
+                "daemon asked for the data of {}, which is not a regular file",
+                String::from_utf8_lossy(&entry.name)
+            )));
+        }
+        let plan = if phase == 0 {
+            p.data.get(&(ndx as usize)).cloned().unwrap_or(Data::Search)
+        } else {
+            // A redo: the daemon's copy was not what we believed.
+            tracing::info!(
+                "rsync: {} did not match on the daemon; sending a full delta",
+                String::from_utf8_lossy(&entry.name)
+            );
+            Data::Search
+        };
+        let sums = read_sums(
+            &mut c.input,
+            matches!(plan, Data::Search),
+            c.checksum.digest_len(),
+        )?;
+        let f = match (p.open)(entry) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(
+                    "rsync: cannot open {}: {e}",
+                    String::from_utf8_lossy(&entry.name)
+                );
+                c.output.msg(MSG_NO_SEND, &ndx.to_le_bytes())?;
+                io_error |= IOERR_VANISHED;
+                continue;
+            }
+        };
+        let size = f.metadata()?.len().min(entry.size);
+        c.output.data(&echo)?;
+        let h = sums.head;
+        for v in [h.count, h.blength, h.s2length, h.remainder] {
+            c.output.data(&v.to_le_bytes())?;
+        }
+        let mut sink = Tokens { out: &mut c.output };
+        let (sum, sent): (Vec<u8>, Sent) = match &plan {
+            Data::Known(dirty) => delta::known(&f, size, h, dirty, c.checksum, &mut sink)?,
+            Data::Search => delta::search(&f, size, &sums, c.checksum, c.seed, &mut sink)?,
+        };
+        c.output.data(&0i32.to_le_bytes())?;
+        c.output.data(&sum)?;
+        outcome.files += 1;
+        outcome.literal += sent.literal;
+        outcome.matched += sent.matched;
+    }
+    // The goodbye: NDX_DONE, echoed (protocol 31+), NDX_DONE; deletion
+    // statistics may come first.
+    let mut done = || -> io::Result<()> {
+        loop {
+            match ins.get(&mut c.input)? {
+                NDX_DONE => return Ok(()),
+                NDX_DEL_STATS => del_stats(&mut c.input)?,
+                n => return Err(bad(format!("expected the goodbye, got index {n}"))),
+            }
+        }
+    };
+    done()?;
+    if c.protocol >= 31 {
+        let mut b = Vec::new();
+        outs.put(&mut b, NDX_DONE);
+        c.output.data(&b)?;
+        c.output.flush()?;
+        let mut done = || -> io::Result<()> {
+            loop {
+                match ins.get(&mut c.input)? {
+                    NDX_DONE => return Ok(()),
+                    NDX_DEL_STATS => del_stats(&mut c.input)?,
+                    n => return Err(bad(format!("expected the goodbye, got index {n}"))),
+                }
+            }
+        };
+        done()?;
+    }
+    Ok(outcome)
+}
+
+fn del_stats(r: &mut impl Read) -> io::Result<()> {
+    for _ in 0..5 {
+        get_varint(r)?;
+    }
+    Ok(())
+}
+
+/// Reads a sum head and its block sums; keeps the sums only when the
+/// search needs them.
+fn read_sums(r: &mut impl Read, keep: bool, digest_len: usize) -> io::Result<Sums> {
+    let head = SumHead {
+        count: get_i32(r)?,
+        blength: get_i32(r)?,
+        s2length: get_i32(r)?,
+        remainder: get_i32(r)?,
+    };
+    let ok = (0..=MAX_BLOCKS).contains(&head.count)
+        && (0..=MAX_BLOCK_LEN).contains(&head.blength)
+        && (0..=digest_len.min(16) as i32).contains(&head.s2length)
+        && (0..=head.blength).contains(&head.remainder)
+        && (head.count == 0 || head.blength > 0);
+    if !ok {
+        return Err(bad(format!("sum head {head:?}")));
+    }
+    let s2 = head.s2length as usize;
+    let mut sums = Sums {
+        head,
+        sum1: Vec::new(),
+        sum2: Vec::new(),
+    };
+    let mut strong = [0u8; 16];
+    for _ in 0..head.count {
+        let s1 = get_i32(r)? as u32;
+        r.read_exact(&mut strong[..s2])?;
+        if keep {
+            sums.sum1.push(s1);
+            sums.sum2.extend_from_slice(&strong[..s2]);
+        }
+    }
+    Ok(sums)
+}
