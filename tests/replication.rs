@@ -166,7 +166,11 @@ fn randomized_operations_match_at_every_barrier() {
     let mut barriers = 0;
     let mut since = Vec::new();
     for i in 0..3000 {
-        since.push(workloads::random_op(&mut rng, fx.mnt(), true));
+        since.push(workloads::random_op(
+            &mut rng,
+            fx.mnt(),
+            workloads::EVERYTHING,
+        ));
         let step = std::env::var_os("REPLICAFS_STEP").is_some();
         if rng.below(150) == 0 || i == 2999 || step {
             barriers += 1;

@@ -69,6 +69,8 @@ impl Daemon {
              use chroot = yes\n\
              munge symlinks = no\n\
              numeric ids = yes\n\
+             transfer logging = yes\n\
+             log format = %o %i %n%L %l\n\
              uid = root\n\
              gid = root\n\
              read only = no\n\
@@ -156,6 +158,11 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            // Keep the daemon's log and module for the post-mortem.
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("rsync daemon files kept in {}", kept.display());
+        }
     }
 }
 

@@ -142,7 +142,20 @@ impl Rng {
 
 /// One random operation through the mount; errors (a missing name, a
 /// non-empty directory) are part of the game. Returns what it did.
-pub fn random_op(rng: &mut Rng, root: &Path, xattrs: bool) -> String {
+/// What a target keeps, beyond data, names and modes.
+#[derive(Clone, Copy)]
+pub struct Keeps {
+    pub xattrs: bool,
+    /// Hard links between symlinks.
+    pub linked_symlinks: bool,
+}
+
+pub const EVERYTHING: Keeps = Keeps {
+    xattrs: true,
+    linked_symlinks: true,
+};
+
+pub fn random_op(rng: &mut Rng, root: &Path, keeps: Keeps) -> String {
     let dir = |r: &mut Rng| match r.below(4) {
         0 => String::new(),
         n => format!("d{n}/"),
@@ -150,7 +163,7 @@ pub fn random_op(rng: &mut Rng, root: &Path, xattrs: bool) -> String {
     let name = |r: &mut Rng| format!("{}f{}", dir(r), r.below(12));
     let p = |s: &str| root.join(s);
     let mut pick = rng.below(16);
-    if pick == 14 && !xattrs {
+    if pick == 14 && !keeps.xattrs {
         pick = 13;
     }
     let (what, r): (String, std::io::Result<()>) = match pick {
@@ -194,6 +207,10 @@ pub fn random_op(rng: &mut Rng, root: &Path, xattrs: bool) -> String {
         }
         11 => {
             let (a, b) = (name(rng), name(rng));
+            let symlink = std::fs::symlink_metadata(p(&a)).is_ok_and(|m| m.is_symlink());
+            if symlink && !keeps.linked_symlinks {
+                return format!("link {a} {b} -> skipped (a symlink)");
+            }
             (format!("link {a} {b}"), std::fs::hard_link(p(&a), p(&b)))
         }
         12 => {

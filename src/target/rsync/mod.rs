@@ -36,7 +36,7 @@ use rustix::fs::{OFlags, Stat};
 
 use self::flist::{Entry, XMIT_NO_CONTENT_DIR, XMIT_TOP_DIR};
 use self::handshake::Login;
-use self::session::{Data, Outcome, Push};
+use self::session::{Data, Outcome, Push, VerifyFailed};
 use super::tree::{Tree, is_dir, is_file, is_symlink};
 use super::{Change, Progress, Target};
 use crate::backend::FastIo;
@@ -85,6 +85,9 @@ pub struct RsyncTarget {
     /// in one session. Learned from link operations and reconciles;
     /// checked against SOURCE at every push.
     links: Mutex<Links>,
+    /// Names last sent as hard links: their daemon copies may share an
+    /// inode, so they are never written in place.
+    shared: Mutex<BTreeSet<PathBuf>>,
     totals: Mutex<Outcome>,
 }
 
@@ -99,6 +102,7 @@ impl RsyncTarget {
             pending: Mutex::new(BTreeMap::new()),
             resyncs: Mutex::new(BTreeSet::new()),
             links: Mutex::new(Links::default()),
+            shared: Mutex::new(BTreeSet::new()),
             totals: Mutex::new(Outcome::default()),
         }
     }
@@ -121,6 +125,22 @@ impl RsyncTarget {
         }
     }
 
+    /// The byte ranges a data change dirtied (none for a truncate: blocks
+    /// past the new end are simply not matched); `None` for other ops.
+    fn data_of(&self, c: &Change<'_>) -> Option<ExtentSet> {
+        let mut x = ExtentSet::new();
+        match c.op {
+            Op::Truncate { .. } => {}
+            Op::Write { offset, len, .. } => match c.extents {
+                Some(e) => x = e.clone(),
+                None => x.insert(*offset, *len),
+            },
+            Op::Fallocate { offset, len, .. } => x.insert(*offset, *len),
+            _ => return None,
+        }
+        Some(x)
+    }
+
     /// Sums of every push, for `status` and benchmarks.
     pub fn totals(&self) -> Outcome {
         *self.totals.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,6 +149,20 @@ impl RsyncTarget {
     fn run(&self, push: Push, what: &str) -> io::Result<Outcome> {
         let start = Instant::now();
         let o = session::run(&self.login(), &push)?;
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            for e in &push.entries {
+                let name = Path::new(OsStr::from_bytes(&e.name));
+                if e.mode == 0 {
+                    shared.retain(|n| !n.starts_with(name));
+                } else if e.hlink.is_some() {
+                    shared.insert(name.to_path_buf());
+                } else if !push.inplace && e.is_file() {
+                    // Written as a new file: no longer linked to anything.
+                    shared.remove(name);
+                }
+            }
+        }
         tracing::debug!(
             target_url = %self.url,
             what,
@@ -152,8 +186,57 @@ impl RsyncTarget {
         Ok(o)
     }
 
-    /// Pushes the gathered changes in one session; they stay gathered if
-    /// it fails.
+    /// Moves every multiply-linked file out of `plans` into a push of its
+    /// own, with all its names. The daemon links only names listed
+    /// together and, in a partial list, cannot be trusted to mend a group
+    /// whose links on its side differ from SOURCE's; so groups are sent
+    /// compared block by block (`--ignore-times`) and written as new files
+    /// (no `--inplace`), which rebuilds them exactly.
+    fn take_links<'t, const N: usize>(
+        &self,
+        src: &'t Tree,
+        plans: [&mut Plan<'t>; N],
+    ) -> io::Result<Plan<'t>> {
+        let mut linked = Plan::new(src);
+        for plan in plans {
+            // Also names whose copy on the daemon may still be a hard link
+            // (it was one when last sent): writing them in place would
+            // write through to the other names.
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let names: Vec<Vec<u8>> = plan
+                .entries
+                .values()
+                .filter(|e| {
+                    e.is_file()
+                        && (e.inode.is_some()
+                            || shared.contains(Path::new(OsStr::from_bytes(&e.name))))
+                })
+                .map(|e| e.name.clone())
+                .collect();
+            drop(shared);
+            for name in names {
+                // A name with wildcard characters cannot be written as a
+                // literal rule: it stays listed here too (a sweep would
+                // delete it otherwise) and is sent twice.
+                if plan.delete && name.iter().any(|c| b"*?[\\".contains(c)) {
+                    plan.data.insert(name.clone(), Data::Search);
+                } else {
+                    plan.entries.remove(&name);
+                    plan.data.remove(&name);
+                    plan.protect.push(name.clone());
+                }
+                let rel = PathBuf::from(OsStr::from_bytes(&name));
+                if let Some(st) = src.lstat(&rel)? {
+                    linked.ancestors(&rel)?;
+                    linked.add(&rel, &st, false, Some(Data::Search))?;
+                }
+            }
+        }
+        linked.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
+        Ok(linked)
+    }
+
+    /// Pushes the gathered changes; they stay gathered if a push fails.
     fn push_changes(&self) -> io::Result<u64> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.is_empty() {
@@ -171,7 +254,7 @@ impl RsyncTarget {
             .collect();
         let under_renewed =
             |rel: &Path| rel.ancestors().any(|a| renewed.contains(&a.to_path_buf()));
-        let r = (|| {
+        let r: io::Result<Outcome> = (|| {
             let src = Tree::open(&self.source)?;
             let mut same = Plan::new(&src);
             let mut new = Plan::new(&src);
@@ -192,29 +275,12 @@ impl RsyncTarget {
                 }
             }
             let mut total = Outcome::default();
-            // A link group goes wholly into one push: the one with renewed
-            // names if any of its names is renewed.
-            {
-                let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-                new.complete_links(&mut links)?;
-                let moved: Vec<Vec<u8>> = same
-                    .entries
-                    .values()
-                    .filter(|e| e.inode.is_some_and(|i| new.has_inode(i)))
-                    .map(|e| e.name.clone())
-                    .collect();
-                for name in moved {
-                    let rel = PathBuf::from(OsStr::from_bytes(&name));
-                    same.entries.remove(&name);
-                    same.data.remove(&name);
-                    if let Some(st) = src.lstat(&rel)? {
-                        new.ancestors(&rel)?;
-                        new.add(&rel, &st, false, Some(Data::Search))?;
-                    }
-                }
-                same.complete_links(&mut links)?;
-            }
-            for (plan, inplace, what) in [(same, true, "changes"), (new, false, "new files")] {
+            let linked = self.take_links(&src, [&mut same, &mut new])?;
+            for (plan, inplace, what) in [
+                (same, true, "changes"),
+                (new, false, "new files"),
+                (linked, false, "hard links"),
+            ] {
                 if plan.entries.is_empty() {
                     continue;
                 }
@@ -227,8 +293,14 @@ impl RsyncTarget {
             Ok(o) => Ok(o.literal),
             Err(e) => {
                 // Keep everything for the retry, merged with what came
-                // meanwhile.
+                // meanwhile; files the daemon could not verify go again as
+                // new files.
                 let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(v) = e.get_ref().and_then(|x| x.downcast_ref::<VerifyFailed>()) {
+                    for name in &v.names {
+                        p.insert(PathBuf::from(name), Dirty::Whole);
+                    }
+                }
                 for (k, v) in pending {
                     match p.get_mut(&k) {
                         Some(new) => {
@@ -240,6 +312,44 @@ impl RsyncTarget {
                         }
                     }
                 }
+                Err(e)
+            }
+        }
+    }
+
+    /// One flush: the gathered changes, then the resyncs.
+    fn flush_once(&self) -> io::Result<u64> {
+        let pushed = self.push_changes()?;
+        let resyncs = std::mem::take(&mut *self.resyncs.lock().unwrap_or_else(|e| e.into_inner()));
+        if resyncs.is_empty() {
+            return Ok(pushed);
+        }
+        let r = (|| {
+            let src = Tree::open(&self.source)?;
+            let mut plan = Plan::new(&src);
+            for rel in &resyncs {
+                plan.tree(rel, None)?;
+            }
+            plan.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
+            let linked = self.take_links(&src, [&mut plan])?;
+            let mut o = self.run(plan.into_push(self.source.clone(), false, false)?, "resync")?;
+            if !linked.entries.is_empty() {
+                o.literal += self
+                    .run(
+                        linked.into_push(self.source.clone(), true, false)?,
+                        "hard links",
+                    )?
+                    .literal;
+            }
+            Ok(o)
+        })();
+        match r {
+            Ok(o) => Ok(pushed + o.literal),
+            Err(e) => {
+                self.resyncs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(resyncs);
                 Err(e)
             }
         }
@@ -297,6 +407,8 @@ struct Plan<'a> {
     entries: BTreeMap<Vec<u8>, Entry>,
     data: HashMap<Vec<u8>, Data>,
     delete: bool,
+    /// Listed in another push: a sweep here must not delete them.
+    protect: Vec<Vec<u8>>,
 }
 
 impl<'a> Plan<'a> {
@@ -306,6 +418,7 @@ impl<'a> Plan<'a> {
             entries: BTreeMap::new(),
             data: HashMap::new(),
             delete: false,
+            protect: Vec::new(),
         }
     }
 
@@ -340,7 +453,9 @@ impl<'a> Plan<'a> {
             rdev: (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)),
             link,
             flags: if is_dir(st) { flags | top } else { 0 },
-            inode: (!is_dir(st) && st.st_nlink > 1).then_some((st.st_dev, st.st_ino)),
+            // Hard-linked symlinks are sent as separate symlinks: the
+            // daemon does not keep their times right as links.
+            inode: (is_file(st) && st.st_nlink > 1).then_some((st.st_dev, st.st_ino)),
             hlink: None,
         })
     }
@@ -431,10 +546,6 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    fn has_inode(&self, ino: Inode) -> bool {
-        self.entries.values().any(|e| e.inode == Some(ino))
-    }
-
     /// Lists every other name of each listed multiply-linked file (a name
     /// still holding the same inode in SOURCE), and records the groups
     /// seen in `links`.
@@ -474,10 +585,27 @@ impl<'a> Plan<'a> {
         let mut entries: Vec<Entry> = self.entries.into_values().collect();
         entries.sort_by(flist::cmp);
         flist::link_groups(&mut entries);
+        // The daemon sends one name of a link group and links the others
+        // to it: every name must carry what is known of the inode.
+        let mut by_inode: HashMap<Inode, Data> = HashMap::new();
+        for e in &entries {
+            if let (Some(ino), Some(d)) = (e.inode, self.data.get(&e.name)) {
+                by_inode
+                    .entry(ino)
+                    .and_modify(|have| have.merge(d))
+                    .or_insert_with(|| d.clone());
+            }
+        }
         let data = entries
             .iter()
             .enumerate()
-            .filter_map(|(i, e)| self.data.get(&e.name).map(|d| (i, d.clone())))
+            .filter_map(|(i, e)| {
+                let d = match e.inode {
+                    Some(ino) => by_inode.get(&ino),
+                    None => self.data.get(&e.name),
+                };
+                d.map(|d| (i, d.clone()))
+            })
             .collect();
         let tree = Arc::new(Tree::open(&source)?);
         Ok(Push {
@@ -487,6 +615,7 @@ impl<'a> Plan<'a> {
                 tree.open_file(Path::new(OsStr::from_bytes(&e.name)), OFlags::RDONLY, 0)
             }),
             delete: self.delete,
+            protect: self.protect,
             ignore_times,
             inplace,
         })
@@ -499,6 +628,38 @@ impl Target for RsyncTarget {
     }
 
     fn apply(&self, c: &Change<'_>, _io: &dyn FastIo) -> io::Result<u64> {
+        tracing::trace!(op = ?c.op, "gather");
+        // A change to the data or attributes of a file with several names
+        // is a change under each of them (the op names just one, perhaps
+        // one that is gone by the time of the push).
+        let other_names = || -> io::Result<Vec<PathBuf>> {
+            let Some(id) = c.subject else {
+                return Ok(Vec::new());
+            };
+            // Not by st_nlink: by now a name may be gone that was there
+            // when the change was made.
+            let st = rustix::fs::fstat(id)?;
+            if is_dir(&st) {
+                return Ok(Vec::new());
+            }
+            let l = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(l.names
+                .get(&(st.st_dev, st.st_ino))
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default())
+        };
+        match c.op {
+            Op::Write { .. } | Op::Truncate { .. } | Op::Fallocate { .. } | Op::Attr { .. } => {
+                for name in other_names()? {
+                    let d = match self.data_of(c) {
+                        Some(x) => Dirty::Data(x),
+                        None => Dirty::Meta,
+                    };
+                    self.mark(&name, d);
+                }
+            }
+            _ => {}
+        }
         match c.op {
             Op::Create {
                 path,
@@ -534,23 +695,8 @@ impl Target for RsyncTarget {
                 self.mark(from, if exchange { Dirty::Tree } else { Dirty::Meta });
                 self.mark(to, Dirty::Tree);
             }
-            Op::Truncate { path, .. } => self.mark(path, Dirty::Data(ExtentSet::new())),
-            Op::Write { path, offset, len } => {
-                let x = match c.extents {
-                    Some(x) => x.clone(),
-                    None => {
-                        let mut x = ExtentSet::new();
-                        x.insert(*offset, *len);
-                        x
-                    }
-                };
-                self.mark(path, Dirty::Data(x));
-            }
-            Op::Fallocate {
-                path, offset, len, ..
-            } => {
-                let mut x = ExtentSet::new();
-                x.insert(*offset, *len);
+            Op::Truncate { path, .. } | Op::Write { path, .. } | Op::Fallocate { path, .. } => {
+                let x = self.data_of(c).unwrap_or_default();
                 self.mark(path, Dirty::Data(x));
             }
             Op::Resync { .. } => {}
@@ -559,33 +705,17 @@ impl Target for RsyncTarget {
     }
 
     fn flush(&self) -> io::Result<u64> {
-        let pushed = self.push_changes()?;
-        let resyncs = std::mem::take(&mut *self.resyncs.lock().unwrap_or_else(|e| e.into_inner()));
-        if resyncs.is_empty() {
-            return Ok(pushed);
-        }
-        let r = (|| {
-            let src = Tree::open(&self.source)?;
-            let mut plan = Plan::new(&src);
-            for rel in &resyncs {
-                plan.tree(rel, None)?;
-            }
-            plan.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
-            let push = plan.into_push(self.source.clone(), false, false)?;
-            self.run(push, "resync")
-        })();
-        match r {
-            Ok(o) => Ok(pushed + o.literal),
-            Err(e) => {
-                self.resyncs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(resyncs);
-                Err(e)
+        let mut tries = 0;
+        loop {
+            match self.flush_once() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(target_url = %self.url, "{e}; pushing again");
+                }
+                r => return r,
             }
         }
     }
-
     fn resync(
         &self,
         _source: &Path,
@@ -593,6 +723,7 @@ impl Target for RsyncTarget {
         _progress: &Arc<Progress>,
         _io: &dyn FastIo,
     ) -> io::Result<()> {
+        tracing::trace!(path = %rel.display(), "gather resync");
         self.resyncs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -616,8 +747,19 @@ impl Target for RsyncTarget {
         let mut plan = Plan::new(&src);
         plan.tree(rel, Some(progress))?;
         plan.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
-        let push = plan.into_push(source.to_path_buf(), known_dirty, false)?;
-        let o = self.run(push, "reconcile")?;
+        let linked = self.take_links(&src, [&mut plan])?;
+        let mut o = self.run(
+            plan.into_push(source.to_path_buf(), known_dirty, false)?,
+            "reconcile",
+        )?;
+        if !linked.entries.is_empty() {
+            let l = self.run(
+                linked.into_push(source.to_path_buf(), true, false)?,
+                "hard links",
+            )?;
+            o.literal += l.literal;
+            o.files += l.files;
+        }
         progress
             .bytes_copied
             .fetch_add(o.literal, Ordering::Relaxed);

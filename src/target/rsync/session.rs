@@ -37,6 +37,27 @@ pub enum Data {
 /// Opens a listed regular file of SOURCE for reading.
 pub type Opener = Box<dyn Fn(&Entry) -> io::Result<File> + Send>;
 
+impl Data {
+    /// What is known after both: the union of known ranges, or a search.
+    pub fn merge(&mut self, other: &Data) {
+        match (&mut *self, other) {
+            (Data::Known(a), Data::Known(b)) => {
+                a.extend_from_slice(b);
+                a.sort_unstable();
+                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(a.len());
+                for &(s, e) in a.iter() {
+                    match merged.last_mut() {
+                        Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                        _ => merged.push((s, e)),
+                    }
+                }
+                *a = merged;
+            }
+            (s, _) => *s = Data::Search,
+        }
+    }
+}
+
 /// What to push in one session.
 pub struct Push {
     /// Sorted with `flist::cmp`, no duplicate names.
@@ -51,12 +72,30 @@ pub struct Push {
     /// Send `--ignore-times`: every listed file is compared block by block,
     /// not skipped because size and mtime agree.
     pub ignore_times: bool,
+    /// Names (relative to the root) a `--delete` sweep must leave alone:
+    /// sent as protect rules.
+    pub protect: Vec<Vec<u8>>,
     /// Send `--inplace`: the daemon rewrites changed blocks of the file it
     /// has instead of building a new file and renaming it over. Only right
     /// when the daemon's file is the same file as ours (its other hard-
     /// linked names must change with it).
     pub inplace: bool,
 }
+
+/// The daemon rejected these files' checksums even after a full delta.
+#[derive(Debug)]
+pub struct VerifyFailed {
+    pub names: Vec<String>,
+    text: String,
+}
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
 
 /// What one session did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,11 +167,31 @@ pub fn run(login: &Login<'_>, p: &Push) -> io::Result<Outcome> {
     let mut outcome = r?;
     if let Some(e) = m.errors.first() {
         let more = m.errors.len() - 1;
-        return Err(io::Error::other(if more > 0 {
+        let text = if more > 0 {
             format!("daemon: {e} (and {more} more errors)")
         } else {
             format!("daemon: {e}")
-        }));
+        };
+        // A file that changed while it was read fails the daemon's
+        // checksum twice; so does one whose copy on the daemon shares its
+        // inode with another name we write (a hard link SOURCE no longer
+        // has). Either way it is sent again, as a new file.
+        let names: Vec<String> = m
+            .errors
+            .iter()
+            .filter_map(|e| {
+                e.strip_prefix("ERROR: ")
+                    .and_then(|r| r.split_once(" failed verification"))
+                    .map(|(name, _)| name.to_string())
+            })
+            .collect();
+        if names.len() == m.errors.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                VerifyFailed { names, text },
+            ));
+        }
+        return Err(io::Error::other(text));
     }
     outcome.deleted = m.deleted;
     outcome.bytes_sent = c.output.sent;
@@ -144,9 +203,24 @@ fn transfer(c: &mut Connection, p: &Push, ids: bool) -> io::Result<Outcome> {
     let nsec = c.protocol >= 31;
     let mut head = Vec::new();
     if p.delete {
-        put_i32(&mut head, 0); // no filter rules
+        for name in &p.protect {
+            let mut rule = b"P /".to_vec();
+            rule.extend_from_slice(name);
+            put_i32(&mut head, rule.len() as i32);
+            head.extend_from_slice(&rule);
+        }
+        put_i32(&mut head, 0); // end of the filter rules
     }
     for (i, e) in p.entries.iter().enumerate() {
+        tracing::trace!(
+            ndx = i,
+            name = %String::from_utf8_lossy(&e.name),
+            mode = format_args!("{:o}", e.mode),
+            flags = e.flags,
+            hlink = ?e.hlink,
+            data = ?p.data.get(&i),
+            "list"
+        );
         flist::encode(&mut head, i as u32, e, nsec, ids)?;
         if head.len() >= 64 * 1024 {
             c.output.data(&head)?;

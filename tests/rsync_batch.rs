@@ -1,0 +1,152 @@
+//! Pushes driven through the rsync target directly (no mount), so that
+//! one batch holds exactly the changes a test wants together.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::rsyncd::Daemon;
+use replicafs::backend::Portable;
+use replicafs::config::RsyncUrl;
+use replicafs::journal::record::Op;
+use replicafs::target::rsync::RsyncTarget;
+use replicafs::target::{Change, Progress, Target};
+
+fn change(t: &RsyncTarget, op: Op) {
+    let c = Change {
+        op: &op,
+        extents: None,
+        subject: None,
+        parents: &[],
+    };
+    t.apply(&c, &Portable::new()).unwrap();
+}
+
+fn setup() -> Option<(Daemon, tempfile::TempDir, RsyncTarget)> {
+    let d = Daemon::start()?;
+    let src = tempfile::tempdir().unwrap();
+    let t = RsyncTarget::new(RsyncUrl::parse(&d.url("push")).unwrap(), None, src.path());
+    Some((d, src, t))
+}
+
+fn check(d: &Daemon, src: &Path) {
+    let diffs = replicafs::verify::compare(src, &d.module_dir("push")).unwrap();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[test]
+fn a_truncate_with_a_deletion_in_one_batch_keeps_hard_links() {
+    let Some((d, src, t)) = setup() else { return };
+    let s = |p: &str| src.path().join(p);
+    std::fs::create_dir_all(s("d3")).unwrap();
+    std::fs::create_dir_all(s("d1")).unwrap();
+    std::fs::write(s("d3/f3"), vec![7u8; 300_000]).unwrap();
+    std::fs::hard_link(s("d3/f3"), s("d3/f9")).unwrap();
+    std::fs::write(s("d1/x"), b"x").unwrap();
+    t.reconcile(
+        src.path(),
+        Path::new(""),
+        false,
+        &Arc::new(Progress::default()),
+        &Portable::new(),
+    )
+    .unwrap();
+    check(&d, src.path());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s("d3/f3"))
+        .unwrap()
+        .set_len(160_000)
+        .unwrap();
+    std::fs::remove_file(s("d1/x")).unwrap();
+    change(
+        &t,
+        Op::Truncate {
+            path: PathBuf::from("d3/f3"),
+            size: 160_000,
+        },
+    );
+    change(
+        &t,
+        Op::Unlink {
+            path: PathBuf::from("d1/x"),
+        },
+    );
+    t.flush().unwrap();
+    check(&d, src.path());
+}
+
+/// The journal's ranges can be wrong (the daemon's copy was changed
+/// behind our back): the daemon's checksum catches it and the redo, a
+/// real delta, must make the file right.
+#[test]
+fn wrong_dirty_ranges_are_caught_and_redone() {
+    let Some((d, src, t)) = setup() else { return };
+    let s = |p: &str| src.path().join(p);
+    let mut data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(s("f"), &data).unwrap();
+    t.reconcile(
+        src.path(),
+        Path::new(""),
+        false,
+        &Arc::new(Progress::default()),
+        &Portable::new(),
+    )
+    .unwrap();
+    check(&d, src.path());
+    // Change three places, tell the target about only one.
+    for (at, len) in [(1000usize, 50usize), (150_000, 7000), (299_000, 1000)] {
+        for b in &mut data[at..at + len] {
+            *b = b.wrapping_add(1);
+        }
+    }
+    data.truncate(299_500);
+    std::fs::write(s("f"), &data).unwrap();
+    let c = Change {
+        op: &Op::Write {
+            path: PathBuf::from("f"),
+            offset: 150_000,
+            len: 7000,
+        },
+        extents: None,
+        subject: None,
+        parents: &[],
+    };
+    t.apply(&c, &Portable::new()).unwrap();
+    t.flush().unwrap();
+    check(&d, src.path());
+}
+
+#[test]
+#[ignore]
+fn replay_basis_and_source_from_env() {
+    let Some((d, src, t)) = setup() else { return };
+    let basis = std::env::var("BASIS").unwrap();
+    let source = std::env::var("SOURCE_FILE").unwrap();
+    std::fs::copy(&basis, src.path().join("f")).unwrap();
+    t.reconcile(
+        src.path(),
+        Path::new(""),
+        false,
+        &Arc::new(Progress::default()),
+        &Portable::new(),
+    )
+    .unwrap();
+    check(&d, src.path());
+    std::fs::copy(&source, src.path().join("f")).unwrap();
+    let c = Change {
+        op: &Op::Attr {
+            path: PathBuf::from("f"),
+        },
+        extents: None,
+        subject: None,
+        parents: &[],
+    };
+    t.apply(&c, &Portable::new()).unwrap();
+    t.flush().unwrap();
+    check(&d, src.path());
+}
