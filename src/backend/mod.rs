@@ -29,6 +29,19 @@ pub trait FastIo: Send + Sync {
     /// `dst`. Ranges past the end of `src` are cut at its end (the file
     /// shrank since the range was recorded). Returns the bytes written.
     fn copy_ranges(&self, src: &File, dst: &File, ranges: &[(u64, u64)]) -> io::Result<u64>;
+
+    /// Makes what was written to `dst` durable: the barrier after a batch
+    /// of [`copy_ranges`](Self::copy_ranges). The default is `fsync`
+    /// (`FlushFileBuffers` on Windows); backends whose platform needs more
+    /// for real durability (macOS: `F_FULLFSYNC`, because its `fsync`
+    /// leaves data in the drive's cache) override it.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the flush.
+    fn sync(&self, dst: &File) -> io::Result<()> {
+        dst.sync_all()
+    }
 }
 
 /// The backend for `--io`, after the environment: `REPLICAFS_IO=portable`
@@ -64,6 +77,45 @@ fn drop_written_pages(f: &File, offset: u64, len: u64) {
 
 #[cfg(not(target_os = "linux"))]
 fn drop_written_pages(_f: &File, _offset: u64, _len: u64) {}
+
+/// `pread(2)`. On Windows, `ReadFile` at an offset, which also moves the
+/// file pointer: no caller of a backend relies on it.
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
+}
+
+/// `pwrite(2)`; on Windows `WriteFile` at an offset (see [`read_at`]).
+#[cfg(unix)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(f, buf, offset)
+}
+
+/// Writes all of `buf` at `offset`, through short writes and EINTR.
+fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write_at(f, buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 #[cfg(target_os = "linux")]
 fn uring_or_portable() -> Box<dyn FastIo> {

@@ -1,11 +1,11 @@
-//! pread/pwrite through one reused buffer: the reference backend.
+//! pread/pwrite through one reused buffer: the reference backend, on
+//! every OS.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
-use super::FastIo;
+use super::{FastIo, read_at, write_all_at};
 
 /// Largest single read/write.
 const CHUNK: usize = 1 << 20;
@@ -43,13 +43,13 @@ impl FastIo for Portable {
                 let mut at = start;
                 while at < end {
                     let want = ((end - at) as usize).min(CHUNK);
-                    let n = match src.read_at(&mut buf[..want], at) {
+                    let n = match read_at(src, &mut buf[..want], at) {
                         Ok(0) => break, // the file is shorter now
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
                     };
-                    dst.write_all_at(&buf[..n], at)?;
+                    write_all_at(dst, &buf[..n], at)?;
                     at += n as u64;
                     total += n as u64;
                 }
