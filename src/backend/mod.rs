@@ -5,6 +5,8 @@
 
 #[cfg(target_os = "linux")]
 mod copy_range;
+#[cfg(target_os = "macos")]
+mod macos;
 mod portable;
 #[cfg(target_os = "linux")]
 mod uring;
@@ -14,6 +16,8 @@ use std::io;
 
 #[cfg(target_os = "linux")]
 pub use copy_range::CopyRange;
+#[cfg(target_os = "macos")]
+pub use macos::Macos;
 pub use portable::Portable;
 #[cfg(target_os = "linux")]
 pub use uring::Uring;
@@ -47,9 +51,8 @@ pub trait FastIo: Send + Sync {
 /// The backend for `--io`, after the environment: `REPLICAFS_IO=portable`
 /// is the kill switch, `REPLICAFS_IO=uring` asks for io_uring whatever
 /// `--io` says (how the test suite runs everything on io_uring).
-/// `auto` is `portable` until io_uring is measured to win here (see
-/// docs/benchmarks.md); `uring` probes the kernel and falls back to
-/// `portable` with one log line saying why.
+/// `uring` probes the kernel and falls back to `portable` with one log line
+/// saying why. What `auto` means depends on the platform, see [`auto`].
 pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
     match std::env::var("REPLICAFS_IO").as_deref() {
         Ok("portable") => return Box::new(Portable::new()),
@@ -57,9 +60,24 @@ pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
         _ => {}
     }
     match choice {
-        IoChoice::Portable | IoChoice::Auto => Box::new(Portable::new()),
+        IoChoice::Portable => Box::new(Portable::new()),
+        IoChoice::Auto => auto(),
         IoChoice::Uring => uring_or_portable(),
     }
+}
+
+/// `auto` on macOS: the macOS backend, which is the portable path plus a
+/// cache hint and a real flush, so it cannot lose to `portable`.
+#[cfg(target_os = "macos")]
+fn auto() -> Box<dyn FastIo> {
+    Box::new(Macos::new())
+}
+
+/// `auto` elsewhere: `portable`. io_uring is not the default until it is
+/// measured to win here (see docs/benchmarks.md).
+#[cfg(not(target_os = "macos"))]
+fn auto() -> Box<dyn FastIo> {
+    Box::new(Portable::new())
 }
 
 /// Tells the kernel the target's cached pages will not be read again
