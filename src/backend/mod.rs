@@ -3,8 +3,12 @@
 //! (pread/pwrite) always compiles and is the reference the others are
 //! tested against.
 
+#[cfg(test)]
+mod conformance;
 #[cfg(target_os = "linux")]
 mod copy_range;
+#[cfg(windows)]
+mod iocp;
 #[cfg(target_os = "macos")]
 mod macos;
 mod portable;
@@ -16,6 +20,8 @@ use std::io;
 
 #[cfg(target_os = "linux")]
 pub use copy_range::CopyRange;
+#[cfg(windows)]
+pub use iocp::Iocp;
 #[cfg(target_os = "macos")]
 pub use macos::Macos;
 pub use portable::Portable;
@@ -57,6 +63,7 @@ pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
     match std::env::var("REPLICAFS_IO").as_deref() {
         Ok("portable") => return Box::new(Portable::new()),
         Ok("uring") => return uring_or_portable(),
+        Ok("iocp") => return iocp_or_portable(),
         _ => {}
     }
     match choice {
@@ -73,8 +80,10 @@ fn auto() -> Box<dyn FastIo> {
     Box::new(Macos::new())
 }
 
-/// `auto` elsewhere: `portable`. io_uring is not the default until it is
-/// measured to win here (see docs/benchmarks.md).
+/// `auto` elsewhere: `portable`. io_uring (Linux) and IOCP (Windows) are
+/// not the default until they are measured to win there (see
+/// docs/benchmarks.md; IOCP has only run under wine so far, where timings
+/// say nothing about Windows).
 #[cfg(not(target_os = "macos"))]
 fn auto() -> Box<dyn FastIo> {
     Box::new(Portable::new())
@@ -149,5 +158,22 @@ fn uring_or_portable() -> Box<dyn FastIo> {
 #[cfg(not(target_os = "linux"))]
 fn uring_or_portable() -> Box<dyn FastIo> {
     tracing::warn!("io_uring exists only on Linux; using portable");
+    Box::new(Portable::new())
+}
+
+#[cfg(windows)]
+fn iocp_or_portable() -> Box<dyn FastIo> {
+    match Iocp::new() {
+        Ok(b) => Box::new(b),
+        Err(why) => {
+            tracing::warn!("IOCP unavailable ({why}); using portable");
+            Box::new(Portable::new())
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn iocp_or_portable() -> Box<dyn FastIo> {
+    tracing::warn!("IOCP exists only on Windows; using portable");
     Box::new(Portable::new())
 }
