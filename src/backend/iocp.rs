@@ -503,3 +503,108 @@ impl Drop for Run<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::ManuallyDrop;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::error::errno_of;
+
+    fn files(d: &std::path::Path, data: &[u8]) -> (File, File) {
+        std::fs::write(d.join("s"), data).unwrap();
+        let s = File::open(d.join("s")).unwrap();
+        let t = File::create(d.join("t")).unwrap();
+        (s, t)
+    }
+
+    #[test]
+    fn pieces_are_cut_at_the_end_and_at_the_piece_size() {
+        let p = PIECE as u64;
+        let got: Vec<_> = pieces(
+            &[(5, 5), (0, 10), (100, 2 * p + 200), (3 * p, 4 * p)],
+            p + 50,
+        )
+        .into_iter()
+        .collect();
+        assert_eq!(got, vec![(0, 10), (100, p + 50)]);
+        let got: Vec<_> = pieces(&[(1, 2 * p + 2)], u64::MAX).into_iter().collect();
+        assert_eq!(
+            got,
+            vec![(1, p + 1), (p + 1, 2 * p + 1), (2 * p + 1, 2 * p + 2)]
+        );
+    }
+
+    #[test]
+    fn an_invalid_handle_is_an_error_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = files(d.path(), &[7u8; 10_000]);
+        // SAFETY: the value is never closed (ManuallyDrop); every use of it
+        // is a call that checks the handle and fails.
+        let bad = ManuallyDrop::new(unsafe { File::from_raw_handle(0x7777_7770 as HANDLE) });
+        let io = Iocp::new().unwrap();
+        let e = io.copy_ranges(&bad, &t, &[(0, 100)]);
+        // metadata() on the source fails first, with the same error.
+        let e = e.unwrap_err();
+        assert_eq!(errno_of(&e), 6, "ERROR_INVALID_HANDLE: {e}");
+        let e = io.copy_ranges(&s, &bad, &[(0, 100)]).unwrap_err();
+        assert_eq!(errno_of(&e), 6, "ERROR_INVALID_HANDLE: {e}");
+        assert!(e.to_string().contains("the target"), "{e}");
+    }
+
+    #[test]
+    fn a_read_only_target_is_refused_and_named() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = files(d.path(), &[7u8; 10_000]);
+        let ro = File::open(d.path().join("t")).unwrap();
+        let e = Iocp::new()
+            .unwrap()
+            .copy_ranges(&s, &ro, &[(0, 100)])
+            .unwrap_err();
+        assert_eq!(errno_of(&e), ERROR_ACCESS_DENIED as i32, "{e}");
+        assert!(e.to_string().contains("reopening the target"), "{e}");
+        assert_eq!(std::fs::read(d.path().join("t")).unwrap(), b"");
+    }
+
+    #[test]
+    fn the_callers_files_stay_usable_for_plain_io() {
+        use std::os::windows::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = files(d.path(), &[7u8; 10_000]);
+        let io = Iocp::new().unwrap();
+        assert_eq!(io.copy_ranges(&s, &t, &[(0, 10_000)]).unwrap(), 10_000);
+        // Our handles joined the port, not the caller's: synchronous I/O
+        // through them still works.
+        t.seek_write(b"xy", 3).unwrap();
+        let mut b = [0u8; 4];
+        assert_eq!(s.seek_read(&mut b, 0).unwrap(), 4);
+        assert_eq!(b, [7; 4]);
+        io.sync(&t).unwrap();
+        drop(t);
+        let out = std::fs::read(d.path().join("t")).unwrap();
+        assert_eq!(&out[..6], &[7, 7, 7, b'x', b'y', 7]);
+    }
+
+    #[test]
+    fn callers_on_several_threads_share_one_backend() {
+        let d = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(3 * PIECE as u32)).map(|i| (i / 7) as u8).collect();
+        std::fs::write(d.path().join("s"), &data).unwrap();
+        let io = Arc::new(Iocp::new().unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|k| {
+                let (io, dir) = (io.clone(), d.path().to_path_buf());
+                std::thread::spawn(move || {
+                    let s = File::open(dir.join("s")).unwrap();
+                    let t = File::create(dir.join(format!("t{k}"))).unwrap();
+                    io.copy_ranges(&s, &t, &[(0, u64::MAX)]).unwrap()
+                })
+            })
+            .collect();
+        for (k, h) in threads.into_iter().enumerate() {
+            assert_eq!(h.join().unwrap(), data.len() as u64);
+            assert!(std::fs::read(d.path().join(format!("t{k}"))).unwrap() == data);
+        }
+    }
+}
