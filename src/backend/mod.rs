@@ -56,9 +56,10 @@ pub trait FastIo: Send + Sync {
 
 /// The backend for `--io`, after the environment: `REPLICAFS_IO=portable`
 /// is the kill switch, `REPLICAFS_IO=uring` asks for io_uring whatever
-/// `--io` says (how the test suite runs everything on io_uring).
-/// `uring` probes the kernel and falls back to `portable` with one log line
-/// saying why. What `auto` means depends on the platform (`auto()` below;
+/// `--io` says (how the test suite runs everything on io_uring), and
+/// `REPLICAFS_IO=iocp` asks for the completion port on Windows.
+/// `uring` and `iocp` fall back to `portable` with one log line saying why.
+/// What `auto` means depends on the platform (`auto()` below;
 /// the whole table is in docs/backends.md).
 pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
     match std::env::var("REPLICAFS_IO").as_deref() {
