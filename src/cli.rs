@@ -93,7 +93,8 @@ pub enum Consistency {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IoChoice {
-    /// io_uring on Linux when the kernel allows it, else portable.
+    /// The platform's default: the macOS backend (F_NOCACHE, F_FULLFSYNC)
+    /// on macOS, portable elsewhere until io_uring is measured to win.
     Auto,
     Uring,
     Portable,

@@ -10,19 +10,25 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod fs;
 pub mod journal;
 pub mod mountinfo;
-pub mod sync;
-pub mod watch;
 
+// The filesystem, the engine and everything around them are Unix-only
+// until the WinFsp adapter exists; on Windows the library is the
+// platform-neutral parts plus the fast-I/O backends.
 #[cfg(unix)]
 pub mod control;
 #[cfg(unix)]
 pub mod fixture;
 #[cfg(unix)]
+pub mod fs;
+#[cfg(unix)]
 pub mod mount;
+#[cfg(unix)]
+pub mod sync;
 #[cfg(unix)]
 pub mod target;
 #[cfg(target_os = "linux")]
 pub mod verify;
+#[cfg(unix)]
+pub mod watch;

@@ -3,8 +3,14 @@
 //! (pread/pwrite) always compiles and is the reference the others are
 //! tested against.
 
+#[cfg(test)]
+mod conformance;
 #[cfg(target_os = "linux")]
 mod copy_range;
+#[cfg(windows)]
+mod iocp;
+#[cfg(target_os = "macos")]
+mod macos;
 mod portable;
 #[cfg(target_os = "linux")]
 mod uring;
@@ -14,6 +20,10 @@ use std::io;
 
 #[cfg(target_os = "linux")]
 pub use copy_range::CopyRange;
+#[cfg(windows)]
+pub use iocp::Iocp;
+#[cfg(target_os = "macos")]
+pub use macos::Macos;
 pub use portable::Portable;
 #[cfg(target_os = "linux")]
 pub use uring::Uring;
@@ -29,24 +39,56 @@ pub trait FastIo: Send + Sync {
     /// `dst`. Ranges past the end of `src` are cut at its end (the file
     /// shrank since the range was recorded). Returns the bytes written.
     fn copy_ranges(&self, src: &File, dst: &File, ranges: &[(u64, u64)]) -> io::Result<u64>;
+
+    /// Makes what was written to `dst` durable: the barrier after a batch
+    /// of [`copy_ranges`](Self::copy_ranges). The default is `fsync`
+    /// (`FlushFileBuffers` on Windows); backends whose platform needs more
+    /// for real durability (macOS: `F_FULLFSYNC`, because its `fsync`
+    /// leaves data in the drive's cache) override it.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the flush.
+    fn sync(&self, dst: &File) -> io::Result<()> {
+        dst.sync_all()
+    }
 }
 
 /// The backend for `--io`, after the environment: `REPLICAFS_IO=portable`
 /// is the kill switch, `REPLICAFS_IO=uring` asks for io_uring whatever
-/// `--io` says (how the test suite runs everything on io_uring).
-/// `auto` is `portable` until io_uring is measured to win here (see
-/// docs/benchmarks.md); `uring` probes the kernel and falls back to
-/// `portable` with one log line saying why.
+/// `--io` says (how the test suite runs everything on io_uring), and
+/// `REPLICAFS_IO=iocp` asks for the completion port on Windows.
+/// `uring` and `iocp` fall back to `portable` with one log line saying why.
+/// What `auto` means depends on the platform (`auto()` below;
+/// the whole table is in docs/backends.md).
 pub fn select(choice: IoChoice) -> Box<dyn FastIo> {
     match std::env::var("REPLICAFS_IO").as_deref() {
         Ok("portable") => return Box::new(Portable::new()),
         Ok("uring") => return uring_or_portable(),
+        Ok("iocp") => return iocp_or_portable(),
         _ => {}
     }
     match choice {
-        IoChoice::Portable | IoChoice::Auto => Box::new(Portable::new()),
+        IoChoice::Portable => Box::new(Portable::new()),
+        IoChoice::Auto => auto(),
         IoChoice::Uring => uring_or_portable(),
     }
+}
+
+/// `auto` on macOS: the macOS backend, which is the portable path plus a
+/// cache hint and a real flush, so it cannot lose to `portable`.
+#[cfg(target_os = "macos")]
+fn auto() -> Box<dyn FastIo> {
+    Box::new(Macos::new())
+}
+
+/// `auto` elsewhere: `portable`. io_uring (Linux) and IOCP (Windows) are
+/// not the default until they are measured to win there (see
+/// docs/benchmarks.md; IOCP has only run under wine so far, where timings
+/// say nothing about Windows).
+#[cfg(not(target_os = "macos"))]
+fn auto() -> Box<dyn FastIo> {
+    Box::new(Portable::new())
 }
 
 /// Tells the kernel the target's cached pages will not be read again
@@ -65,6 +107,45 @@ fn drop_written_pages(f: &File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn drop_written_pages(_f: &File, _offset: u64, _len: u64) {}
 
+/// `pread(2)`. On Windows, `ReadFile` at an offset, which also moves the
+/// file pointer: no caller of a backend relies on it.
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, offset)
+}
+
+/// `pwrite(2)`; on Windows `WriteFile` at an offset (see [`read_at`]).
+#[cfg(unix)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(f, buf, offset)
+}
+
+#[cfg(windows)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(f, buf, offset)
+}
+
+/// Writes all of `buf` at `offset`, through short writes and EINTR.
+fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write_at(f, buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(target_os = "linux")]
 fn uring_or_portable() -> Box<dyn FastIo> {
     match Uring::new() {
@@ -79,5 +160,22 @@ fn uring_or_portable() -> Box<dyn FastIo> {
 #[cfg(not(target_os = "linux"))]
 fn uring_or_portable() -> Box<dyn FastIo> {
     tracing::warn!("io_uring exists only on Linux; using portable");
+    Box::new(Portable::new())
+}
+
+#[cfg(windows)]
+fn iocp_or_portable() -> Box<dyn FastIo> {
+    match Iocp::new() {
+        Ok(b) => Box::new(b),
+        Err(why) => {
+            tracing::warn!("IOCP unavailable ({why}); using portable");
+            Box::new(Portable::new())
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn iocp_or_portable() -> Box<dyn FastIo> {
+    tracing::warn!("IOCP exists only on Windows; using portable");
     Box::new(Portable::new())
 }

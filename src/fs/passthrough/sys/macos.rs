@@ -48,7 +48,7 @@ pub fn reopen(_proc: &Proc, node: BorrowedFd<'_>, flags: OFlags) -> io::Result<F
 }
 
 pub fn node_of_file(_proc: &Proc, file: &File) -> io::Result<OwnedFd> {
-    Ok(file.as_fd().try_clone_to_owned()?)
+    file.as_fd().try_clone_to_owned()
 }
 
 pub fn chown_node(node: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {

@@ -2,14 +2,19 @@
 //! same ranges must give byte-identical targets and the same byte counts
 //! as the portable reference, through zero-length ranges, ranges past the
 //! end, holes, pieces larger than a backend's buffer pool, and errors.
-#![cfg(target_os = "linux")]
+//! It lives in the library, not in tests/, so that it builds and runs on
+//! every OS with nothing else of the crate: on Windows (under wine in CI)
+//! with IOCP, on macOS with the macOS backend.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::{Seek, SeekFrom, Write};
 
-use replicafs::backend::{CopyRange, FastIo, Portable, Uring};
+use super::{FastIo, Portable};
+use crate::error::errno_of;
 
+#[cfg(target_os = "linux")]
 fn backends() -> Vec<Box<dyn FastIo>> {
+    use super::{CopyRange, Uring};
     let mut v: Vec<Box<dyn FastIo>> = vec![Box::new(Portable::new()), Box::new(CopyRange)];
     match Uring::new() {
         Ok(u) => v.push(Box::new(u)),
@@ -19,6 +24,36 @@ fn backends() -> Vec<Box<dyn FastIo>> {
         Err(why) => eprintln!("SKIPPED uring: {why}"),
     }
     v
+}
+
+#[cfg(target_os = "macos")]
+fn backends() -> Vec<Box<dyn FastIo>> {
+    use super::Macos;
+    vec![Box::new(Portable::new()), Box::new(Macos::new())]
+}
+
+#[cfg(windows)]
+fn backends() -> Vec<Box<dyn FastIo>> {
+    use super::Iocp;
+    let iocp = Iocp::new().expect("an I/O completion port");
+    vec![Box::new(Portable::new()), Box::new(iocp)]
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+fn backends() -> Vec<Box<dyn FastIo>> {
+    vec![Box::new(Portable::new())]
+}
+
+/// The OS error for I/O through a handle opened without the right for it.
+#[cfg(unix)]
+const NO_RIGHT: i32 = libc::EBADF;
+/// ERROR_ACCESS_DENIED.
+#[cfg(windows)]
+const NO_RIGHT: i32 = 5;
+
+fn write_all_at(f: &mut File, buf: &[u8], offset: u64) {
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(buf).unwrap();
 }
 
 /// 5 MiB of data, a hole, then 1 MiB more at 20 MiB: 21 MiB in all.
@@ -32,15 +67,15 @@ fn source(dir: &std::path::Path) -> (File, Vec<u8>) {
         x ^= x << 17;
         *b = x as u8;
     }
-    let f = OpenOptions::new()
+    let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(dir.join("src"))
         .unwrap();
-    f.write_all_at(&model[..5 << 20], 0).unwrap();
-    f.write_all_at(&model[20 << 20..], 20 << 20).unwrap();
+    write_all_at(&mut f, &model[..5 << 20], 0);
+    write_all_at(&mut f, &model[20 << 20..], 20 << 20);
     (f, model)
 }
 
@@ -119,8 +154,34 @@ fn errors_are_reported_not_swallowed() {
     for b in backends() {
         let ro = File::open(d.path().join("ro")).unwrap();
         let e = b.copy_ranges(&src, &ro, &[(0, 8192)]).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{}: {e}", b.name());
+        assert_eq!(
+            errno_of(&e),
+            NO_RIGHT,
+            "{}: a read-only target: {e}",
+            b.name()
+        );
+        drop(ro);
+        // The other way round: a source that cannot be read.
+        let wo = OpenOptions::new()
+            .write(true)
+            .open(d.path().join("src"))
+            .unwrap();
+        let dst = File::create(d.path().join(format!("dst-{}", b.name()))).unwrap();
+        let e = b.copy_ranges(&wo, &dst, &[(0, 8192)]).unwrap_err();
+        assert_eq!(
+            errno_of(&e),
+            NO_RIGHT,
+            "{}: a write-only source: {e}",
+            b.name()
+        );
     }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_target_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let (src, _) = source(d.path());
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIPPED ENOSPC case: mounting a small tmpfs needs root");
         return;
