@@ -8,14 +8,11 @@ mod common;
 use common::workloads::{self, Rng};
 
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use replicafs::cli::Consistency;
 use replicafs::fixture::Fixture;
-use rustix::fs::{AtFlags, CWD, FallocateFlags, RenameFlags, XattrFlags};
 
 /// Barrier, then both comparisons.
 fn assert_replicated(fx: &Fixture, what: &str) {
