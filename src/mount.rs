@@ -142,6 +142,7 @@ fn open_target(t: &TargetSpec, spec: &MountSpec) -> io::Result<Box<dyn Target>> 
 
 /// The module password: the first line of the password file, else
 /// RSYNC_PASSWORD, else none (a module without `auth users`).
+#[cfg(target_os = "linux")]
 fn rsync_password(spec: &MountSpec) -> io::Result<Option<Vec<u8>>> {
     match &spec.password_file {
         Some(p) => {
