@@ -47,6 +47,7 @@ impl SumHead {
 }
 
 /// The daemon's block sums.
+#[derive(Debug)]
 pub struct Sums {
     pub head: SumHead,
     pub sum1: Vec<u32>,

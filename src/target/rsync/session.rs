@@ -405,3 +405,101 @@ fn read_sums(r: &mut impl Read, keep: bool, digest_len: usize) -> io::Result<Sum
     }
     Ok(sums)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RsyncUrl;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A "daemon" that answers the handshake properly, then sends `tail`
+    /// (already framed or not) and hangs up; it swallows what we send.
+    fn hostile_daemon(prefix: bool, tail: Vec<u8>) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let mut r = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(r.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            let mut out = Vec::new();
+            if prefix {
+                out.extend_from_slice(b"@RSYNCD: 32.0 sha512\n@RSYNCD: OK\n");
+                super::super::wire::put_varint(&mut out, 0x1fe);
+                super::super::wire::put_vstring(&mut out, b"xxh128 md5").unwrap();
+                out.extend_from_slice(&7i32.to_le_bytes());
+            }
+            out.extend_from_slice(&tail);
+            let _ = s.write_all(&out);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        });
+        port
+    }
+
+    fn push_one_file() -> Push {
+        let mut e = Entry::missing(b"f".to_vec());
+        e.mode = 0o100644;
+        e.size = 10;
+        Push {
+            entries: vec![e],
+            data: HashMap::new(),
+            open: Box::new(|_| tempfile::tempfile()),
+            delete: false,
+            protect: Vec::new(),
+            ignore_times: true,
+            inplace: true,
+        }
+    }
+
+    fn run_against(port: u16) -> io::Result<Outcome> {
+        let url = RsyncUrl::parse(&format!("rsync://127.0.0.1:{port}/m")).unwrap();
+        let login = Login {
+            url: &url,
+            password: Some(b"pw"),
+            timeout: Duration::from_secs(5),
+        };
+        run(&login, &push_one_file())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Garbage instead of a greeting: an error, never a panic.
+        #[test]
+        fn hostile_handshakes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert!(run_against(hostile_daemon(false, bytes)).is_err());
+        }
+
+        /// A proper handshake, then garbage in data frames: requests for
+        /// files that do not exist, huge sum heads, bad indices.
+        #[test]
+        fn hostile_transfer_streams_fail_cleanly(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            framed in any::<bool>(),
+        ) {
+            let tail = if framed {
+                let mut t = ((7u32 << 24) | bytes.len() as u32).to_le_bytes().to_vec();
+                t.extend_from_slice(&bytes);
+                t
+            } else {
+                bytes
+            };
+            prop_assert!(run_against(hostile_daemon(true, tail)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_huge_sum_head_is_refused_before_allocating() {
+        let mut b = Vec::new();
+        for v in [i32::MAX, 1 << 17, 16, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let e = read_sums(&mut &b[..], true, 16).unwrap_err();
+        assert!(e.to_string().contains("sum head"), "{e}");
+    }
+}

@@ -52,7 +52,7 @@ pub fn put_varlong(out: &mut Vec<u8>, v: i64, min_bytes: usize) {
     while n > min_bytes && b[n - 1] == 0 {
         n -= 1;
     }
-    let bit = 1u32 << (7 - n + min_bytes);
+    let bit = 1u32 << (7 + min_bytes - n);
     if u32::from(b[n - 1]) >= bit {
         out.push(!(bit - 1) as u8);
         out.extend_from_slice(&b[..n]);
