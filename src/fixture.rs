@@ -34,6 +34,7 @@ pub struct FixtureBuilder {
     consistency: Consistency,
     state_dir: Option<PathBuf>,
     remote: Option<Remote>,
+    drain_timeout: Option<Duration>,
 }
 
 /// An rsync daemon module as the fixture's target.
@@ -54,6 +55,7 @@ impl Default for FixtureBuilder {
             consistency: Consistency::Fsync,
             state_dir: None,
             remote: None,
+            drain_timeout: None,
         }
     }
 }
@@ -98,6 +100,13 @@ impl FixtureBuilder {
         Ok(self)
     }
 
+    /// How long dropping the fixture waits for the target to take what is
+    /// pending (default a minute): short for tests of a failing target.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = Some(d);
+        self
+    }
+
     pub fn mount(self) -> io::Result<Fixture> {
         fuse_available().map_err(io::Error::other)?;
         let dir = tempfile::Builder::new().prefix("replicafs-fx").tempdir()?;
@@ -128,7 +137,10 @@ impl FixtureBuilder {
             state_dir: state,
             password_file,
         };
-        let mounted = crate::mount::spawn(&spec)?;
+        let mut mounted = crate::mount::spawn(&spec)?;
+        if let Some(d) = self.drain_timeout {
+            mounted.set_drain_timeout(d);
+        }
         Ok(Fixture {
             mounted: Some(mounted),
             source: spec.source,

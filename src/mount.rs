@@ -389,6 +389,7 @@ pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
         mountpoint: spec.mountpoint.clone(),
         stats,
         replication,
+        drain_timeout: DRAIN_TIMEOUT,
     })
 }
 
@@ -398,9 +399,17 @@ pub struct Mounted {
     mountpoint: PathBuf,
     stats: Arc<FuseStats>,
     replication: Replication,
+    /// How long unmounting waits for the targets to take what is pending.
+    drain_timeout: Duration,
 }
 
 impl Mounted {
+    /// How long unmounting waits for the targets (default one minute);
+    /// what they have not taken by then stays in the journal.
+    pub fn set_drain_timeout(&mut self, d: Duration) {
+        self.drain_timeout = d;
+    }
+
     pub fn stats(&self) -> &FuseStats {
         &self.stats
     }
@@ -426,7 +435,7 @@ impl Mounted {
                 detach(&self.mountpoint)
             }
         };
-        if let Err(e) = self.replication.drain(DRAIN_TIMEOUT) {
+        if let Err(e) = self.replication.drain(self.drain_timeout) {
             tracing::warn!("unmounted with changes still pending (kept in the journal): {e}");
         }
         self.replication.stop();

@@ -14,27 +14,10 @@ use std::time::Duration;
 use replicafs::cli::Consistency;
 use replicafs::fixture::Fixture;
 
-/// Barrier, then both comparisons.
-fn assert_replicated(fx: &Fixture, what: &str) {
-    fx.sync()
-        .unwrap_or_else(|e| panic!("{what}: sync failed: {e}"));
-    let diffs = fx.verify().unwrap();
-    assert!(
-        diffs.is_empty(),
-        "{what}: target differs from SOURCE:\n{}",
-        diffs.join("\n")
-    );
-    common::assert_same_tree(
-        what,
-        &common::snapshot(fx.source(), true),
-        &common::snapshot(fx.target(), true),
-    );
-}
-
 #[test]
 fn every_operation_reaches_the_target() {
     let Some(fx) = common::fixture() else { return };
-    workloads::every_operation(&fx, &assert_replicated, true);
+    workloads::every_operation(&fx, &common::assert_replicated, true);
     fx.unmount().unwrap();
 }
 
@@ -62,7 +45,7 @@ fn dirty_open_files_renamed_unlinked_and_racing() {
     std::fs::rename(m("src"), m("over")).unwrap();
     v.write_at(b"more to the replaced inode", 0).unwrap();
     drop((f, g, v));
-    assert_replicated(&fx, "dirty open files");
+    common::assert_replicated(&fx, "dirty open files");
 
     // Writers racing renames of the same file.
     std::fs::write(m("race"), vec![0u8; 1 << 20]).unwrap();
@@ -85,7 +68,7 @@ fn dirty_open_files_renamed_unlinked_and_racing() {
         std::fs::rename(m(a), m(b)).unwrap();
     }
     writer.join().unwrap();
-    assert_replicated(&fx, "writes racing renames");
+    common::assert_replicated(&fx, "writes racing renames");
 }
 
 #[test]
@@ -121,7 +104,7 @@ fn fsync_is_a_barrier_and_sync_mode_waits_for_the_target() {
 fn the_target_catches_up_after_an_outage() {
     let Some(fx) = common::fixture() else { return };
     std::fs::write(fx.mnt().join("before"), b"1").unwrap();
-    assert_replicated(&fx, "before the outage");
+    common::assert_replicated(&fx, "before the outage");
     // The target directory disappears: writes through the mount still work.
     let away = fx.target().with_extension("away");
     std::fs::rename(fx.target(), &away).unwrap();
@@ -140,7 +123,7 @@ fn the_target_catches_up_after_an_outage() {
     // It comes back empty: the engine notices and reconciles everything.
     std::fs::create_dir(fx.target()).unwrap();
     std::fs::write(fx.mnt().join("after"), b"3").unwrap();
-    assert_replicated(&fx, "after the outage");
+    common::assert_replicated(&fx, "after the outage");
     assert_eq!(fx.engine().target_status()[0].state, "in_sync");
     drop(away);
 }
@@ -206,7 +189,7 @@ fn status_reports_the_contract_fields() {
 fn changes_made_directly_in_source_are_replicated() {
     let Some(fx) = common::fixture() else { return };
     std::fs::write(fx.mnt().join("through"), b"via the mount").unwrap();
-    assert_replicated(&fx, "through the mount");
+    common::assert_replicated(&fx, "through the mount");
     // Behind the mount's back: new file, overwrite, removal, new directory.
     std::fs::write(fx.source().join("outside"), b"written directly").unwrap();
     std::fs::write(fx.source().join("through"), b"changed directly").unwrap();
@@ -282,5 +265,5 @@ fn a_full_target_fails_then_catches_up() {
     // The mount still works meanwhile.
     std::fs::write(fx.mnt().join("during"), b"still writable").unwrap();
     std::fs::remove_file(fx.mnt().join("huge")).unwrap();
-    assert_replicated(&fx, "after room was made");
+    common::assert_replicated(&fx, "after room was made");
 }

@@ -12,22 +12,6 @@ use common::rsyncd::{Daemon, PASSWORD};
 use common::workloads;
 use replicafs::fixture::{Fixture, FixtureBuilder};
 
-fn assert_replicated(fx: &Fixture, what: &str) {
-    fx.sync()
-        .unwrap_or_else(|e| panic!("{what}: sync failed: {e}"));
-    let diffs = fx.verify().unwrap();
-    assert!(
-        diffs.is_empty(),
-        "{what}: module differs from SOURCE:\n{}",
-        diffs.join("\n")
-    );
-    common::assert_same_tree(
-        what,
-        &common::snapshot(fx.source(), true),
-        &common::snapshot(fx.target(), true),
-    );
-}
-
 fn mount(d: &Daemon, module: &str, builder: FixtureBuilder) -> Option<Fixture> {
     let pw = (module == "auth").then(|| d.password_file(PASSWORD));
     common::mount(
@@ -35,6 +19,18 @@ fn mount(d: &Daemon, module: &str, builder: FixtureBuilder) -> Option<Fixture> {
             .rsync_target(&d.url(module), pw, &d.module_dir(module))
             .unwrap(),
     )
+}
+
+/// With REPLICAFS_TEST_LOG=FILE, the library's trace log goes to FILE.
+fn init_test_log() {
+    if let Ok(f) = std::env::var("REPLICAFS_TEST_LOG") {
+        let file = std::fs::File::create(f).unwrap();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("replicafs=trace")
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    }
 }
 
 /// Waits (bounded) until `f` holds.
@@ -55,7 +51,7 @@ fn every_operation_reaches_the_module() {
     let Some(fx) = mount(&d, "push", Fixture::builder()) else {
         return;
     };
-    workloads::every_operation(&fx, &assert_replicated, false);
+    workloads::every_operation(&fx, &common::assert_replicated, false);
     fx.unmount().unwrap();
 }
 
@@ -76,14 +72,7 @@ fn random_operations_match_at_every_barrier() {
                 | 1
         });
     eprintln!("seed {seed} (rerun with REPLICAFS_SEED={seed})");
-    if let Ok(f) = std::env::var("REPLICAFS_TEST_LOG") {
-        let file = std::fs::File::create(f).unwrap();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("replicafs=trace")
-            .with_writer(std::sync::Mutex::new(file))
-            .with_ansi(false)
-            .try_init();
-    }
+    init_test_log();
     let mut rng = workloads::Rng(seed);
     let mut since = Vec::new();
     for i in 0..1500 {
@@ -119,7 +108,7 @@ fn random_operations_match_at_every_barrier() {
     fx.engine().request_full_reconcile();
     // A change after the request, so the barrier waits for the reconcile.
     std::fs::write(fx.mnt().join("settled"), b"").unwrap();
-    assert_replicated(&fx, &format!("seed {seed}, after a full reconcile"));
+    common::assert_replicated(&fx, &format!("seed {seed}, after a full reconcile"));
     fx.unmount().unwrap();
 }
 
@@ -131,7 +120,7 @@ fn a_module_with_a_password() {
     };
     std::fs::create_dir(fx.mnt().join("dir")).unwrap();
     std::fs::write(fx.mnt().join("dir/file"), b"secret stuff").unwrap();
-    assert_replicated(&fx, "auth module");
+    common::assert_replicated(&fx, "auth module");
     fx.unmount().unwrap();
     // The password never shows in the daemon's log or our status.
     assert!(!d.log().contains(PASSWORD));
@@ -143,6 +132,7 @@ fn a_wrong_password_or_module_is_reported_and_nothing_is_lost() {
     let bad = d.password_file("wrong");
     let Some(fx) = common::mount(
         Fixture::builder()
+            .drain_timeout(Duration::from_millis(200))
             .rsync_target(&d.url("auth"), Some(bad), &d.module_dir("auth"))
             .unwrap(),
     ) else {
@@ -165,6 +155,7 @@ fn a_wrong_password_or_module_is_reported_and_nothing_is_lost() {
     // A module that does not exist, and then a daemon that is down.
     let Some(fx) = common::mount(
         Fixture::builder()
+            .drain_timeout(Duration::from_millis(200))
             .rsync_target(&d.url("nosuch"), None, &d.module_dir("push"))
             .unwrap(),
     ) else {
@@ -176,6 +167,23 @@ fn a_wrong_password_or_module_is_reported_and_nothing_is_lost() {
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("Unknown module"))
+    });
+    drop(fx);
+
+    // A read-only module.
+    let Some(fx) = mount(
+        &d,
+        "ro",
+        Fixture::builder().drain_timeout(Duration::from_millis(200)),
+    ) else {
+        return;
+    };
+    std::fs::write(fx.mnt().join("r"), b"x").unwrap();
+    eventually("status says the module is read only", || {
+        fx.engine().target_status()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("read only"))
     });
     drop(fx);
     d.stop();
@@ -191,24 +199,37 @@ fn a_wrong_password_or_module_is_reported_and_nothing_is_lost() {
     });
     // The daemon comes back: the queued changes go through.
     d.restart();
-    assert_replicated(&fx, "after the daemon came back");
+    common::assert_replicated(&fx, "after the daemon came back");
     assert_eq!(fx.engine().target_status()[0].state, "in_sync");
 }
 
 #[test]
 fn a_daemon_killed_mid_push_converges_after_restart() {
+    init_test_log();
     let Some(mut d) = Daemon::start() else { return };
     let Some(fx) = mount(&d, "push", Fixture::builder()) else {
         return;
     };
+    // Data that does not repeat, so no block of one part matches another.
+    let noise = |seed: u64, n: usize| -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
     let big = fx.mnt().join("big");
-    std::fs::write(&big, vec![0x5a; 64 << 20]).unwrap();
-    assert_replicated(&fx, "first copy");
+    std::fs::write(&big, noise(1, 16 << 20)).unwrap();
+    common::assert_replicated(&fx, "first copy");
     // Rewrite it all, and kill the daemon while the push is under way.
     let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
     use std::os::unix::fs::FileExt;
-    for i in 0..64u64 {
-        f.write_all_at(&vec![i as u8; 1 << 20], i << 20).unwrap();
+    for i in 0..16u64 {
+        f.write_all_at(&noise(i + 2, 1 << 20), i << 20).unwrap();
     }
     drop(f);
     std::thread::sleep(Duration::from_millis(30));
@@ -216,6 +237,6 @@ fn a_daemon_killed_mid_push_converges_after_restart() {
     std::fs::write(fx.mnt().join("while-down"), b"queued").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     d.restart();
-    assert_replicated(&fx, "after the restart");
+    common::assert_replicated(&fx, "after the restart");
     fx.unmount().unwrap();
 }

@@ -120,33 +120,3 @@ fn wrong_dirty_ranges_are_caught_and_redone() {
     t.flush().unwrap();
     check(&d, src.path());
 }
-
-#[test]
-#[ignore]
-fn replay_basis_and_source_from_env() {
-    let Some((d, src, t)) = setup() else { return };
-    let basis = std::env::var("BASIS").unwrap();
-    let source = std::env::var("SOURCE_FILE").unwrap();
-    std::fs::copy(&basis, src.path().join("f")).unwrap();
-    t.reconcile(
-        src.path(),
-        Path::new(""),
-        false,
-        &Arc::new(Progress::default()),
-        &Portable::new(),
-    )
-    .unwrap();
-    check(&d, src.path());
-    std::fs::copy(&source, src.path().join("f")).unwrap();
-    let c = Change {
-        op: &Op::Attr {
-            path: PathBuf::from("f"),
-        },
-        extents: None,
-        subject: None,
-        parents: &[],
-    };
-    t.apply(&c, &Portable::new()).unwrap();
-    t.flush().unwrap();
-    check(&d, src.path());
-}

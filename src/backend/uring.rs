@@ -7,6 +7,9 @@
 //! no buffer is ever reused while the kernel may still write into it. Nothing is
 //! lent out of the pool: data only goes kernel → buffer → kernel.
 //!
+//! Pieces of 1 MiB (those of ranges that large) drop the target's pages
+//! once written, like `portable` (posix_fadvise DONTNEED).
+//!
 //! A short read fails its chain (the kernel cancels the linked write with
 //! ECANCELED): the bytes that were read are written with pwrite and the
 //! rest of the range goes into the next batch. A short write is finished
@@ -225,6 +228,11 @@ impl FastIo for Uring {
                     }
                 }
                 total += got as u64;
+                // As `portable` does: a backup of big files should not
+                // push the user's working set out of the page cache.
+                if c.len as u64 >= super::portable::LARGE {
+                    super::drop_written_pages(dst, c.offset, got as u64);
+                }
                 if got < c.len as usize && got > 0 {
                     // Short read: the rest of the range goes round again.
                     todo.push_back((c.offset + got as u64, c.offset + c.len as u64));

@@ -538,12 +538,20 @@ impl Engine {
         // The mount was live during the start-up reconcile: what was pushed
         // meanwhile may have met a state from its future.
         let mut taint: Option<Vec<PathBuf>> = (self.lock().pushed > 0).then_some(paths);
+        // A target whose flush failed: when to try again, and the pause
+        // after that. Meanwhile new batches are still taken (and gathered
+        // by the target), so the retry pushes what SOURCE is now.
+        let mut flush_retry: Option<(Instant, Duration)> = None;
+        let mut taint_after_push: Option<Vec<PathBuf>> = None;
         loop {
             let (batch, start, end, full) = {
                 let mut q = self.lock();
                 loop {
                     let claimed = slot.claimed.load(Ordering::Acquire);
                     if claimed < q.pushed || q.full_reconcile || taint.is_some() {
+                        break;
+                    }
+                    if flush_retry.is_some_and(|(at, _)| Instant::now() >= at) {
                         break;
                     }
                     let unsynced =
@@ -560,9 +568,12 @@ impl Engine {
                     if stopping {
                         return;
                     }
+                    let wait = flush_retry.map_or(SYNC_EVERY, |(at, _)| {
+                        at.saturating_duration_since(Instant::now()).min(SYNC_EVERY)
+                    });
                     q = self
                         .work
-                        .wait_timeout(q, SYNC_EVERY)
+                        .wait_timeout(q, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -629,11 +640,27 @@ impl Engine {
                     }
                 }
             }
-            match self.retry(slot, "push", || slot.target.flush()) {
-                Some(n) => {
+            match slot.target.flush() {
+                Ok(n) => {
                     slot.replicated.fetch_add(n, Ordering::Relaxed);
+                    tainted = tainted.or(taint_after_push.take());
+                    if flush_retry.take().is_some() {
+                        tracing::info!(target = %slot.target.name(), "replication recovered");
+                        self.set_error(slot, None);
+                    }
                 }
-                None => return,
+                Err(e) => {
+                    self.set_error(slot, Some(format!("push: {e}")));
+                    let pause = flush_retry.map_or(RETRY_MIN, |(_, p)| (p * 2).min(RETRY_MAX));
+                    flush_retry = Some((Instant::now() + pause, pause));
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    // Not done: the next round gathers more and pushes
+                    // again; a taint waits for that push.
+                    taint_after_push = tainted.or(taint_after_push);
+                    continue;
+                }
             }
             if slot.target.take_reset() {
                 tainted = Some(everything());

@@ -7,14 +7,13 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
 
-use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of};
+use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
 use super::{Change, Progress, Target};
 use crate::backend::FastIo;
 use crate::fs::Identity;
@@ -541,19 +540,6 @@ impl DirTarget {
         d.set_len(size)?;
         Ok(copied)
     }
-}
-
-fn read_full(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], at + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 impl Target for DirTarget {

@@ -213,3 +213,18 @@ pub fn is_file(st: &Stat) -> bool {
 pub fn is_symlink(st: &Stat) -> bool {
     mode_of(st) & 0o170000 == 0o120000
 }
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+pub fn read_full(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], at + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

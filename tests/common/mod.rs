@@ -206,3 +206,20 @@ impl Dirs {
         v
     }
 }
+
+/// Barrier, then both comparisons.
+pub fn assert_replicated(fx: &Fixture, what: &str) {
+    fx.sync()
+        .unwrap_or_else(|e| panic!("{what}: sync failed: {e}"));
+    let diffs = fx.verify().unwrap();
+    assert!(
+        diffs.is_empty(),
+        "{what}: target differs from SOURCE:\n{}",
+        diffs.join("\n")
+    );
+    assert_same_tree(
+        what,
+        &snapshot(fx.source(), true),
+        &snapshot(fx.target(), true),
+    );
+}

@@ -1,6 +1,7 @@
 //! A real `rsync --daemon` on 127.0.0.1 for the rsync target's tests:
-//! one module without authentication (`push`) and one with (`auth`,
-//! user `testuser`, password `testpass123`). Killed on drop.
+//! a module without authentication (`push`), one with (`auth`, user
+//! `testuser`, password `testpass123`) and a read-only one (`ro`). Killed
+//! on drop.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ impl Daemon {
             .prefix("replicafs-rsyncd")
             .tempdir()
             .unwrap();
-        for m in ["push", "auth"] {
+        for m in ["push", "auth", "ro"] {
             std::fs::create_dir(dir.path().join(m)).unwrap();
         }
         let secrets = dir.path().join("secrets");
@@ -76,6 +77,9 @@ impl Daemon {
              read only = no\n\
              [push]\n\
              path = {root}/push\n\
+             [ro]\n\
+             path = {root}/ro\n\
+             read only = yes\n\
              [auth]\n\
              path = {root}/auth\n\
              auth users = {USER}\n\

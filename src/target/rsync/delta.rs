@@ -12,11 +12,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 #[cfg(test)]
 use super::sums::sum1;
 use super::sums::{Checksum, Rolling};
+use crate::target::tree::read_full;
 
 /// Literal runs are sent in tokens of at most this many bytes (rsync's
 /// CHUNK_SIZE, which every receiver accepts).
@@ -68,19 +68,6 @@ pub struct Sent {
     pub matched: u64,
 }
 
-fn read_at(f: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read_at(&mut buf[n..], at + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 fn literal(sink: &mut impl Sink, data: &[u8], sent: &mut Sent) -> io::Result<()> {
     for c in data.chunks(CHUNK) {
         sink.literal(c)?;
@@ -113,7 +100,7 @@ pub fn known(
     let mut off = 0u64;
     while off < size {
         let want = step.min(size - off) as usize;
-        let got = read_at(src, &mut buf[..want], off)?;
+        let got = read_full(src, &mut buf[..want], off)?;
         let chunk = &buf[..got];
         hash.update(chunk);
         if count == 0 {
@@ -276,7 +263,7 @@ impl<'a> Window<'a> {
                 .min((self.size - have) as usize);
             let old = self.buf.len();
             self.buf.resize(old + want, 0);
-            let got = read_at(self.f, &mut self.buf[old..], have)?;
+            let got = read_full(self.f, &mut self.buf[old..], have)?;
             if got < want {
                 // The file shrank under us: pad with zeros; the whole-file
                 // checksum then tells the daemon, which asks again.

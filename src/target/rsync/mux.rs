@@ -102,12 +102,15 @@ impl DataIn {
             }
             Ok(Err(e)) => {
                 let m = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-                let e = match (m.exit, m.errors.last()) {
-                    (_, Some(text)) => io::Error::other(format!("daemon: {text}")),
-                    (Some(code), None) => {
+                // The first message says why; the daemon's closing summary
+                // ("rsync error: ... (code N)") follows it.
+                let texts: Vec<&str> = m.errors.iter().take(3).map(String::as_str).collect();
+                let e = match (m.exit, texts.is_empty()) {
+                    (_, false) => io::Error::other(format!("daemon: {}", texts.join("; "))),
+                    (Some(code), true) => {
                         io::Error::other(format!("daemon ended the session (exit code {code})"))
                     }
-                    (None, None) => e,
+                    (None, true) => e,
                 };
                 drop(m);
                 self.ended = Some(io::Error::new(e.kind(), e.to_string()));

@@ -333,35 +333,27 @@ fn transfer(c: &mut Connection, p: &Push, ids: bool) -> io::Result<Outcome> {
         outcome.literal += sent.literal;
         outcome.matched += sent.matched;
     }
-    // The goodbye: NDX_DONE, echoed (protocol 31+), NDX_DONE; deletion
-    // statistics may come first.
-    let mut done = || -> io::Result<()> {
-        loop {
-            match ins.get(&mut c.input)? {
-                NDX_DONE => return Ok(()),
-                NDX_DEL_STATS => del_stats(&mut c.input)?,
-                n => return Err(bad(format!("expected the goodbye, got index {n}"))),
-            }
-        }
-    };
-    done()?;
+    // The goodbye: NDX_DONE, echoed (protocol 31+), NDX_DONE.
+    goodbye(&mut ins, &mut c.input)?;
     if c.protocol >= 31 {
         let mut b = Vec::new();
         outs.put(&mut b, NDX_DONE);
         c.output.data(&b)?;
         c.output.flush()?;
-        let mut done = || -> io::Result<()> {
-            loop {
-                match ins.get(&mut c.input)? {
-                    NDX_DONE => return Ok(()),
-                    NDX_DEL_STATS => del_stats(&mut c.input)?,
-                    n => return Err(bad(format!("expected the goodbye, got index {n}"))),
-                }
-            }
-        };
-        done()?;
+        goodbye(&mut ins, &mut c.input)?;
     }
     Ok(outcome)
+}
+
+/// Reads one goodbye NDX_DONE; deletion statistics may come first.
+fn goodbye(ins: &mut NdxState, r: &mut impl Read) -> io::Result<()> {
+    loop {
+        match ins.get(r)? {
+            NDX_DONE => return Ok(()),
+            NDX_DEL_STATS => del_stats(r)?,
+            n => return Err(bad(format!("expected the goodbye, got index {n}"))),
+        }
+    }
 }
 
 fn del_stats(r: &mut impl Read) -> io::Result<()> {
