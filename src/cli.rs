@@ -93,8 +93,9 @@ pub enum Consistency {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IoChoice {
-    /// The platform's default: the macOS backend (F_NOCACHE, F_FULLFSYNC)
-    /// on macOS, portable elsewhere until io_uring is measured to win.
+    /// The platform's default: io_uring on Linux (portable if the kernel
+    /// refuses it), the macOS backend (F_NOCACHE, F_FULLFSYNC) on macOS,
+    /// portable on Windows.
     Auto,
     Uring,
     Portable,

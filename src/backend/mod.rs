@@ -82,11 +82,18 @@ fn auto() -> Box<dyn FastIo> {
     Box::new(Macos::new())
 }
 
-/// `auto` elsewhere: `portable`. io_uring (Linux) and IOCP (Windows) are
-/// not the default until they are measured to win there (see
-/// docs/benchmarks.md; IOCP has only run under wine so far, where timings
-/// say nothing about Windows).
-#[cfg(not(target_os = "macos"))]
+/// `auto` on Linux: io_uring, which won every row of `cargo bench --bench
+/// fastio` against `portable` in the same run (docs/benchmarks.md), with
+/// the probe's fallback to `portable`.
+#[cfg(target_os = "linux")]
+fn auto() -> Box<dyn FastIo> {
+    uring_or_portable()
+}
+
+/// `auto` elsewhere (Windows): `portable`. IOCP is not the default until it
+/// is measured on Windows itself (under wine, timings say nothing about
+/// Windows).
+#[cfg(not(any(target_os = "macos", target_os = "linux")))]
 fn auto() -> Box<dyn FastIo> {
     Box::new(Portable::new())
 }
