@@ -1,0 +1,300 @@
+//! Planning one push: which entries to list (with the parents the daemon
+//! insists on), how each file's data goes, which names must not be swept;
+//! and the hard-link groups known so far.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rustix::fs::{OFlags, Stat};
+
+use super::flist::{self, Entry, XMIT_NO_CONTENT_DIR, XMIT_TOP_DIR};
+use super::session::{Data, Push};
+use crate::target::Progress;
+use crate::target::tree::{Tree, is_dir, is_file, is_symlink};
+
+pub(super) type Inode = (u64, u64);
+
+#[derive(Default)]
+pub(super) struct Links {
+    pub(super) names: HashMap<Inode, BTreeSet<PathBuf>>,
+}
+
+impl Links {
+    pub(super) fn learn(&mut self, ino: Inode, name: &Path) {
+        self.names
+            .entry(ino)
+            .or_default()
+            .insert(name.to_path_buf());
+    }
+
+    /// A rename moves every name at or below `from`.
+    pub(super) fn rename(&mut self, from: &Path, to: &Path) {
+        for names in self.names.values_mut() {
+            let moved: Vec<PathBuf> = names
+                .iter()
+                .filter(|n| n.starts_with(from))
+                .cloned()
+                .collect();
+            for n in moved {
+                names.remove(&n);
+                if let Ok(rest) = n.strip_prefix(from) {
+                    names.insert(if rest.as_os_str().is_empty() {
+                        to.to_path_buf()
+                    } else {
+                        to.join(rest)
+                    });
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn name_of(rel: &Path) -> Vec<u8> {
+    if rel.as_os_str().is_empty() {
+        b".".to_vec()
+    } else {
+        rel.as_os_str().as_bytes().to_vec()
+    }
+}
+
+/// The list being built for one push.
+pub(super) struct Plan<'a> {
+    src: &'a Tree,
+    pub(super) entries: BTreeMap<Vec<u8>, Entry>,
+    pub(super) data: HashMap<Vec<u8>, Data>,
+    pub(super) delete: bool,
+    /// Listed in another push: a sweep here must not delete them.
+    pub(super) protect: Vec<Vec<u8>>,
+}
+
+impl<'a> Plan<'a> {
+    pub(super) fn new(src: &'a Tree) -> Self {
+        Plan {
+            src,
+            entries: BTreeMap::new(),
+            data: HashMap::new(),
+            delete: false,
+            protect: Vec::new(),
+        }
+    }
+
+    pub(super) fn entry(&self, rel: &Path, st: &Stat, flags: u32) -> io::Result<Entry> {
+        let link = if is_symlink(st) {
+            let (dir, name) = self.src.parent(rel)?;
+            Some(rustix::fs::readlinkat(&dir, &name, Vec::new())?.into_bytes())
+        } else {
+            None
+        };
+        let size = match &link {
+            Some(l) => l.len() as u64,
+            None if is_file(st) || is_dir(st) => st.st_size as u64,
+            None => 0,
+        };
+        // The root is a "top dir" only when it is swept: as a plain
+        // parent, the daemon would take a top dir for an implied one and
+        // leave its times alone.
+        let top = if rel.as_os_str().is_empty() && flags & XMIT_NO_CONTENT_DIR == 0 {
+            XMIT_TOP_DIR
+        } else {
+            0
+        };
+        Ok(Entry {
+            name: name_of(rel),
+            mode: st.st_mode,
+            size,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)),
+            link,
+            flags: if is_dir(st) { flags | top } else { 0 },
+            // Hard-linked symlinks are sent as separate symlinks: the
+            // daemon does not keep their times right as links.
+            inode: (is_file(st) && st.st_nlink > 1).then_some((st.st_dev, st.st_ino)),
+            hlink: None,
+        })
+    }
+
+    /// Lists `rel` itself: `content` makes a directory one the daemon
+    /// sweeps of what is not listed.
+    pub(super) fn add(
+        &mut self,
+        rel: &Path,
+        st: &Stat,
+        content: bool,
+        data: Option<Data>,
+    ) -> io::Result<()> {
+        let flags = if content { 0 } else { XMIT_NO_CONTENT_DIR };
+        let e = self.entry(rel, st, flags)?;
+        if let Some(d) = data.filter(|_| e.is_file()) {
+            self.data.insert(e.name.clone(), d);
+        }
+        match self.entries.get_mut(&e.name) {
+            // A content directory stays one.
+            Some(old) if old.is_dir() && e.is_dir() => old.flags &= e.flags,
+            Some(_) => {}
+            None => {
+                self.entries.insert(e.name.clone(), e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every directory above `rel`, as a directory whose other contents
+    /// the push leaves alone (the daemon insists that parents are listed).
+    pub(super) fn ancestors(&mut self, rel: &Path) -> io::Result<()> {
+        let mut p = rel.parent();
+        while let Some(d) = p {
+            if self.entries.contains_key(&name_of(d)) {
+                break;
+            }
+            match self.src.lstat(d)? {
+                Some(st) if is_dir(&st) => self.add(d, &st, false, None)?,
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "{} changed during the push",
+                        d.display()
+                    )));
+                }
+            }
+            p = d.parent();
+        }
+        Ok(())
+    }
+
+    /// A name that is gone from SOURCE: the daemon deletes the topmost
+    /// missing one (recursively).
+    pub(super) fn gone(&mut self, rel: &Path) -> io::Result<()> {
+        let mut top = rel;
+        while let Some(parent) = top.parent() {
+            if parent.as_os_str().is_empty() || self.src.lstat(parent)?.is_some() {
+                break;
+            }
+            top = parent;
+        }
+        let name = name_of(top);
+        self.entries
+            .entry(name.clone())
+            .or_insert_with(|| Entry::missing(name));
+        self.ancestors(top)
+    }
+
+    /// `rel` and (for a directory) everything below it, every directory
+    /// swept of what SOURCE does not have.
+    pub(super) fn tree(&mut self, rel: &Path, progress: Option<&Progress>) -> io::Result<()> {
+        let Some(st) = self.src.lstat(rel)? else {
+            return self.gone(rel);
+        };
+        self.ancestors(rel)?;
+        self.walk(rel, &st, progress)
+    }
+
+    pub(super) fn walk(
+        &mut self,
+        rel: &Path,
+        st: &Stat,
+        progress: Option<&Progress>,
+    ) -> io::Result<()> {
+        self.add(rel, st, true, Some(Data::Search))?;
+        if let Some(p) = progress {
+            p.entries.fetch_add(1, Ordering::Relaxed);
+        }
+        if !is_dir(st) {
+            return Ok(());
+        }
+        self.delete = true;
+        for name in self.src.list(rel)? {
+            let child = rel.join(&name);
+            if let Some(cst) = self.src.lstat(&child)? {
+                self.walk(&child, &cst, progress)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists every other name of each listed multiply-linked file (a name
+    /// still holding the same inode in SOURCE), and records the groups
+    /// seen in `links`.
+    pub(super) fn complete_links(&mut self, links: &mut Links) -> io::Result<()> {
+        let listed: Vec<(Vec<u8>, Inode)> = self
+            .entries
+            .values()
+            .filter_map(|e| e.inode.map(|i| (e.name.clone(), i)))
+            .collect();
+        for (name, ino) in listed {
+            links.learn(ino, Path::new(OsStr::from_bytes(&name)));
+            let Some(names) = links.names.get_mut(&ino) else {
+                continue;
+            };
+            let mut stale = Vec::new();
+            for other in names.iter() {
+                if self.entries.contains_key(&name_of(other)) {
+                    continue;
+                }
+                match self.src.lstat(other)? {
+                    Some(st) if (st.st_dev, st.st_ino) == ino => {
+                        self.ancestors(other)?;
+                        self.add(other, &st, false, Some(Data::Known(Vec::new())))?;
+                    }
+                    _ => stale.push(other.clone()),
+                }
+            }
+            for s in stale {
+                names.remove(&s);
+            }
+        }
+        links.names.retain(|_, n| n.len() > 1);
+        Ok(())
+    }
+
+    pub(super) fn into_push(
+        self,
+        source: PathBuf,
+        ignore_times: bool,
+        inplace: bool,
+    ) -> io::Result<Push> {
+        let mut entries: Vec<Entry> = self.entries.into_values().collect();
+        entries.sort_by(flist::cmp);
+        flist::link_groups(&mut entries);
+        // The daemon sends one name of a link group and links the others
+        // to it: every name must carry what is known of the inode.
+        let mut by_inode: HashMap<Inode, Data> = HashMap::new();
+        for e in &entries {
+            if let (Some(ino), Some(d)) = (e.inode, self.data.get(&e.name)) {
+                by_inode
+                    .entry(ino)
+                    .and_modify(|have| have.merge(d))
+                    .or_insert_with(|| d.clone());
+            }
+        }
+        let data = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let d = match e.inode {
+                    Some(ino) => by_inode.get(&ino),
+                    None => self.data.get(&e.name),
+                };
+                d.map(|d| (i, d.clone()))
+            })
+            .collect();
+        let tree = Arc::new(Tree::open(&source)?);
+        Ok(Push {
+            entries,
+            data,
+            open: Box::new(move |e: &Entry| {
+                tree.open_file(Path::new(OsStr::from_bytes(&e.name)), OFlags::RDONLY, 0)
+            }),
+            delete: self.delete,
+            protect: self.protect,
+            ignore_times,
+            inplace,
+        })
+    }
+}
