@@ -120,3 +120,44 @@ fn wrong_dirty_ranges_are_caught_and_redone() {
     t.flush().unwrap();
     check(&d, src.path());
 }
+
+/// A file renamed within its directory is rebuilt on the daemon from the
+/// old name (`--fuzzy`): block-match tokens, not the file again.
+#[test]
+fn a_rename_reuses_the_old_file_as_basis() {
+    let Some((d, src, t)) = setup() else { return };
+    let s = |p: &str| src.path().join(p);
+    std::fs::create_dir(s("dir")).unwrap();
+    let data: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(s("dir/old"), &data).unwrap();
+    t.reconcile(
+        src.path(),
+        Path::new(""),
+        false,
+        &Arc::new(Progress::default()),
+        &Portable::new(),
+    )
+    .unwrap();
+    check(&d, src.path());
+    let before = t.totals();
+    std::fs::rename(s("dir/old"), s("dir/new")).unwrap();
+    change(
+        &t,
+        Op::Rename {
+            from: PathBuf::from("dir/old"),
+            to: PathBuf::from("dir/new"),
+            flags: 0,
+        },
+    );
+    t.flush().unwrap();
+    check(&d, src.path());
+    let after = t.totals();
+    let literal = after.literal - before.literal;
+    let matched = after.matched - before.matched;
+    assert!(
+        literal < 64 * 1024 && matched >= 3_900_000,
+        "rename sent {literal} literal bytes, matched {matched}"
+    );
+}

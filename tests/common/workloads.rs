@@ -148,11 +148,14 @@ pub struct Keeps {
     pub xattrs: bool,
     /// Hard links between symlinks.
     pub linked_symlinks: bool,
+    /// Hard links at all, under random interleavings.
+    pub hard_links: bool,
 }
 
 pub const EVERYTHING: Keeps = Keeps {
     xattrs: true,
     linked_symlinks: true,
+    hard_links: true,
 };
 
 pub fn random_op(rng: &mut Rng, root: &Path, keeps: Keeps) -> String {
@@ -207,6 +210,9 @@ pub fn random_op(rng: &mut Rng, root: &Path, keeps: Keeps) -> String {
         }
         11 => {
             let (a, b) = (name(rng), name(rng));
+            if !keeps.hard_links {
+                return format!("link {a} {b} -> skipped (no hard links)");
+            }
             let symlink = std::fs::symlink_metadata(p(&a)).is_ok_and(|m| m.is_symlink());
             if symlink && !keeps.linked_symlinks {
                 return format!("link {a} {b} -> skipped (a symlink)");

@@ -276,15 +276,22 @@ impl RsyncTarget {
             }
             let mut total = Outcome::default();
             let linked = self.take_links(&src, [&mut same, &mut new])?;
-            for (plan, inplace, what) in [
-                (same, true, "changes"),
-                (new, false, "new files"),
-                (linked, false, "hard links"),
+            // New files go first, with --fuzzy: the name a file was renamed
+            // from is still on the daemon then (its deletion is in the
+            // next push), so in the same directory it serves as the basis
+            // (same size and mtime) and the rename costs block-match
+            // tokens instead of the whole file.
+            for (plan, inplace, fuzzy, what) in [
+                (new, false, true, "new files"),
+                (same, true, false, "changes"),
+                (linked, false, false, "hard links"),
             ] {
                 if plan.entries.is_empty() {
                     continue;
                 }
-                let o = self.run(plan.into_push(self.source.clone(), true, inplace)?, what)?;
+                let mut push = plan.into_push(self.source.clone(), true, inplace)?;
+                push.fuzzy = fuzzy;
+                let o = self.run(push, what)?;
                 total.literal += o.literal;
             }
             Ok(total)

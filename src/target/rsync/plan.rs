@@ -295,6 +295,7 @@ impl<'a> Plan<'a> {
             protect: self.protect,
             ignore_times,
             inplace,
+            fuzzy: false,
         })
     }
 }

@@ -75,6 +75,9 @@ pub struct Push {
     /// Names (relative to the root) a `--delete` sweep must leave alone:
     /// sent as protect rules.
     pub protect: Vec<Vec<u8>>,
+    /// Send `--fuzzy`: a file new under its name is built against a similar
+    /// file of its directory (same size and mtime first) when there is one.
+    pub fuzzy: bool,
     /// Send `--inplace`: the daemon rewrites changed blocks of the file it
     /// has instead of building a new file and renaming it over. Only right
     /// when the daemon's file is the same file as ours (its other hard-
@@ -142,6 +145,13 @@ fn args(p: &Push, ids: bool) -> Vec<String> {
     let mut a = vec![cluster, "--modify-window=-1".into()];
     if p.inplace {
         a.push("--inplace".into());
+    } else {
+        // A name that held a directory may now hold a file: the daemon
+        // removes the directory, contents and all.
+        a.push("--force".into());
+    }
+    if p.fuzzy {
+        a.push("--fuzzy".into());
     }
     if ids {
         a.push("--numeric-ids".into());
@@ -151,7 +161,9 @@ fn args(p: &Push, ids: bool) -> Vec<String> {
     }
     if p.entries.iter().any(|e| e.mode == 0) {
         a.push("--delete-missing-args".into());
-        a.push("--force".into());
+        if p.inplace {
+            a.push("--force".into());
+        }
     }
     a
 }
@@ -445,6 +457,7 @@ mod tests {
             protect: Vec::new(),
             ignore_times: true,
             inplace: true,
+            fuzzy: false,
         }
     }
 
