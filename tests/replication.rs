@@ -131,17 +131,7 @@ fn the_target_catches_up_after_an_outage() {
 #[test]
 fn randomized_operations_match_at_every_barrier() {
     let Some(fx) = common::fixture() else { return };
-    let seed = std::env::var("REPLICAFS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("randomized test seed {seed} (rerun with REPLICAFS_SEED={seed})");
+    let seed = workloads::seed();
     let mut rng = Rng(seed);
     let mut barriers = 0;
     let mut since = Vec::new();

@@ -61,17 +61,7 @@ fn random_operations_match_at_every_barrier() {
     let Some(fx) = mount(&d, "push", Fixture::builder()) else {
         return;
     };
-    let seed = std::env::var("REPLICAFS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("seed {seed} (rerun with REPLICAFS_SEED={seed})");
+    let seed = workloads::seed();
     init_test_log();
     let mut rng = workloads::Rng(seed);
     let mut since = Vec::new();

@@ -31,6 +31,19 @@ fn setup() -> Option<(Daemon, tempfile::TempDir, RsyncTarget)> {
     Some((d, src, t))
 }
 
+/// The whole tree pushed, as the start-up reconcile does; then checked.
+fn reconcile(t: &RsyncTarget, d: &Daemon, src: &Path) {
+    t.reconcile(
+        src,
+        Path::new(""),
+        false,
+        &Arc::new(Progress::default()),
+        &Portable::new(),
+    )
+    .unwrap();
+    check(d, src);
+}
+
 fn check(d: &Daemon, src: &Path) {
     let diffs = replicafs::verify::compare(src, &d.module_dir("push")).unwrap();
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
@@ -45,15 +58,7 @@ fn a_truncate_with_a_deletion_in_one_batch_keeps_hard_links() {
     std::fs::write(s("d3/f3"), vec![7u8; 300_000]).unwrap();
     std::fs::hard_link(s("d3/f3"), s("d3/f9")).unwrap();
     std::fs::write(s("d1/x"), b"x").unwrap();
-    t.reconcile(
-        src.path(),
-        Path::new(""),
-        false,
-        &Arc::new(Progress::default()),
-        &Portable::new(),
-    )
-    .unwrap();
-    check(&d, src.path());
+    reconcile(&t, &d, src.path());
     std::fs::OpenOptions::new()
         .write(true)
         .open(s("d3/f3"))
@@ -89,15 +94,7 @@ fn wrong_dirty_ranges_are_caught_and_redone() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(s("f"), &data).unwrap();
-    t.reconcile(
-        src.path(),
-        Path::new(""),
-        false,
-        &Arc::new(Progress::default()),
-        &Portable::new(),
-    )
-    .unwrap();
-    check(&d, src.path());
+    reconcile(&t, &d, src.path());
     // Change three places, tell the target about only one.
     for (at, len) in [(1000usize, 50usize), (150_000, 7000), (299_000, 1000)] {
         for b in &mut data[at..at + len] {
@@ -132,15 +129,7 @@ fn a_rename_reuses_the_old_file_as_basis() {
         .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
         .collect();
     std::fs::write(s("dir/old"), &data).unwrap();
-    t.reconcile(
-        src.path(),
-        Path::new(""),
-        false,
-        &Arc::new(Progress::default()),
-        &Portable::new(),
-    )
-    .unwrap();
-    check(&d, src.path());
+    reconcile(&t, &d, src.path());
     let before = t.totals();
     std::fs::rename(s("dir/old"), s("dir/new")).unwrap();
     change(

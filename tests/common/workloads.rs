@@ -128,6 +128,23 @@ pub fn every_operation(fx: &Fixture, check: &dyn Fn(&Fixture, &str), xattrs: boo
 /// A small deterministic generator (xorshift), so a failure names a seed.
 pub struct Rng(pub u64);
 
+/// The seed of a randomized test: REPLICAFS_SEED, else the clock; printed
+/// so that a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("REPLICAFS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("randomized test seed {seed} (rerun with REPLICAFS_SEED={seed})");
+    seed
+}
+
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
