@@ -117,32 +117,15 @@ impl crate::control::Handler for ControlHandler {
     }
 }
 
-#[cfg(target_os = "linux")]
-fn open_dir_target(p: &Path) -> io::Result<Box<dyn Target>> {
-    Ok(Box::new(crate::target::dir::DirTarget::new(p)?))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_dir_target(p: &Path) -> io::Result<Box<dyn Target>> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!(
-            "target {}: directory targets are not available on this platform yet",
-            p.display()
-        ),
-    ))
-}
-
 fn open_target(t: &TargetSpec, spec: &MountSpec) -> io::Result<Box<dyn Target>> {
     match t {
-        TargetSpec::Dir(p) => open_dir_target(p),
-        TargetSpec::Rsync(u) => open_rsync_target(u, spec),
+        TargetSpec::Dir(p) => crate::target::open_dir(p),
+        TargetSpec::Rsync(u) => crate::target::open_rsync(u, rsync_password(spec)?, &spec.source),
     }
 }
 
 /// The module password: the first line of the password file, else
 /// RSYNC_PASSWORD, else none (a module without `auth users`).
-#[cfg(target_os = "linux")]
 fn rsync_password(spec: &MountSpec) -> io::Result<Option<Vec<u8>>> {
     match &spec.password_file {
         Some(p) => {
@@ -156,26 +139,6 @@ fn rsync_password(spec: &MountSpec) -> io::Result<Option<Vec<u8>>> {
             v.as_bytes().to_vec()
         })),
     }
-}
-
-#[cfg(target_os = "linux")]
-fn open_rsync_target(u: &crate::config::RsyncUrl, spec: &MountSpec) -> io::Result<Box<dyn Target>> {
-    Ok(Box::new(crate::target::rsync::RsyncTarget::new(
-        u.clone(),
-        rsync_password(spec)?,
-        &spec.source,
-    )))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_rsync_target(
-    u: &crate::config::RsyncUrl,
-    _spec: &MountSpec,
-) -> io::Result<Box<dyn Target>> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("target {u}: rsync:// targets are not available on this platform yet"),
-    ))
 }
 
 impl Replication {

@@ -144,15 +144,7 @@ fn randomized_operations_match_at_every_barrier() {
         let step = std::env::var_os("REPLICAFS_STEP").is_some();
         if rng.below(150) == 0 || i == 2999 || step {
             barriers += 1;
-            fx.sync().unwrap();
-            let diffs = fx.verify().unwrap();
-            assert!(
-                diffs.is_empty(),
-                "seed {seed}, after op {i}:\n{}\nops since the last barrier:\n{}",
-                diffs.join("\n"),
-                since.join("\n")
-            );
-            since.clear();
+            workloads::barrier(&fx, seed, i, &mut since);
         }
     }
     eprintln!("{barriers} barriers, all identical");

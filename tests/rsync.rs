@@ -80,15 +80,7 @@ fn random_operations_match_at_every_barrier() {
             },
         ));
         if rng.below(100) == 0 || i == 1499 {
-            fx.sync().unwrap();
-            let diffs = fx.verify().unwrap();
-            assert!(
-                diffs.is_empty(),
-                "seed {seed}, after op {i}:\n{}\nops since the last barrier:\n{}",
-                diffs.join("\n"),
-                since.join("\n")
-            );
-            since.clear();
+            workloads::barrier(&fx, seed, i, &mut since);
         }
     }
     // And a full reconcile finds nothing left to mend.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::backend::FastIo;
+use crate::config::RsyncUrl;
 use crate::fs::Identity;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
@@ -92,4 +93,46 @@ pub trait Target: Send + Sync {
         progress: &Arc<Progress>,
         io: &dyn FastIo,
     ) -> io::Result<()>;
+}
+
+/// The directory target at `path`.
+#[cfg(target_os = "linux")]
+pub fn open_dir(path: &Path) -> io::Result<Box<dyn Target>> {
+    Ok(Box::new(dir::DirTarget::new(path)?))
+}
+
+/// The rsync daemon target at `url`, reading changed files from `source`.
+#[cfg(target_os = "linux")]
+pub fn open_rsync(
+    url: &RsyncUrl,
+    password: Option<Vec<u8>>,
+    source: &Path,
+) -> io::Result<Box<dyn Target>> {
+    Ok(Box::new(rsync::RsyncTarget::new(
+        url.clone(),
+        password,
+        source,
+    )))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn open_dir(path: &Path) -> io::Result<Box<dyn Target>> {
+    Err(not_here(&path.display(), "directory"))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn open_rsync(
+    url: &RsyncUrl,
+    _password: Option<Vec<u8>>,
+    _source: &Path,
+) -> io::Result<Box<dyn Target>> {
+    Err(not_here(url, "rsync://"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn not_here(target: &dyn std::fmt::Display, kind: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("target {target}: {kind} targets are not available on this platform yet"),
+    )
 }

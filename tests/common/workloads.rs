@@ -128,6 +128,20 @@ pub fn every_operation(fx: &Fixture, check: &dyn Fn(&Fixture, &str), xattrs: boo
 /// A small deterministic generator (xorshift), so a failure names a seed.
 pub struct Rng(pub u64);
 
+/// A randomized test's barrier: `sync`, then SOURCE and the target must
+/// be identical; a failure names the seed and the ops since the last one.
+pub fn barrier(fx: &Fixture, seed: u64, i: usize, since: &mut Vec<String>) {
+    fx.sync().unwrap();
+    let diffs = fx.verify().unwrap();
+    assert!(
+        diffs.is_empty(),
+        "seed {seed}, after op {i}:\n{}\nops since the last barrier:\n{}",
+        diffs.join("\n"),
+        since.join("\n")
+    );
+    since.clear();
+}
+
 /// The seed of a randomized test: REPLICAFS_SEED, else the clock; printed
 /// so that a failure can be replayed.
 pub fn seed() -> u64 {

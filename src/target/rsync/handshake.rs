@@ -255,7 +255,7 @@ pub fn connect(login: &Login<'_>, args: &[String]) -> io::Result<Connection> {
         compat,
         checksum,
         seed,
-        input: DataIn::start(r, login.timeout),
+        input: DataIn::start(r, login.timeout)?,
         output: DataOut::new(w),
         received,
     })

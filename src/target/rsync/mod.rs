@@ -377,6 +377,15 @@ impl Target for RsyncTarget {
             let Some(id) = c.subject else {
                 return Ok(Vec::new());
             };
+            if self
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .names
+                .is_empty()
+            {
+                return Ok(Vec::new()); // no hard links known: no fstat
+            }
             // Not by st_nlink: by now a name may be gone that was there
             // when the change was made.
             let st = rustix::fs::fstat(id)?;
@@ -427,12 +436,13 @@ impl Target for RsyncTarget {
             }
             Op::Rename { from, to, flags } => {
                 let exchange = *flags & libc::RENAME_EXCHANGE != 0;
-                if !exchange {
-                    self.links
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .rename(from, to);
+                let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+                if exchange {
+                    links.exchange(from, to);
+                } else {
+                    links.rename(from, to);
                 }
+                drop(links);
                 self.mark(from, if exchange { Dirty::Tree } else { Dirty::Meta });
                 self.mark(to, Dirty::Tree);
             }

@@ -66,7 +66,7 @@ pub struct DataIn {
 
 impl DataIn {
     /// Starts the reader thread on `sock` (the read half).
-    pub fn start(mut sock: impl Read + Send + 'static, timeout: Duration) -> Self {
+    pub fn start(mut sock: impl Read + Send + 'static, timeout: Duration) -> io::Result<Self> {
         let (tx, rx) = sync_channel(IN_QUEUE);
         let messages = Arc::new(Mutex::new(Messages::default()));
         let m = messages.clone();
@@ -78,16 +78,15 @@ impl DataIn {
                     Ok(()) => io::Error::new(io::ErrorKind::UnexpectedEof, "daemon closed"),
                     Err(e) => e,
                 }));
-            })
-            .expect("spawn rsync reader thread");
-        DataIn {
+            })?;
+        Ok(DataIn {
             rx,
             cur: Vec::new(),
             pos: 0,
             timeout,
             ended: None,
             messages,
-        }
+        })
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -281,7 +280,7 @@ mod tests {
             (MSG_ERROR_XFER, b"oops\n"),
             (MSG_DELETED, b"x\0"),
         ]);
-        let mut d = DataIn::start(std::io::Cursor::new(wire), Duration::from_secs(5));
+        let mut d = DataIn::start(std::io::Cursor::new(wire), Duration::from_secs(5)).unwrap();
         let mut s = [0u8; 4];
         d.read_exact(&mut s).unwrap();
         assert_eq!(&s, b"abcd");
@@ -295,7 +294,7 @@ mod tests {
     #[test]
     fn error_exit_ends_the_stream_with_its_code() {
         let wire = frames(&[(MSG_DATA, b"a"), (MSG_ERROR_EXIT, &4i32.to_le_bytes())]);
-        let mut d = DataIn::start(std::io::Cursor::new(wire), Duration::from_secs(5));
+        let mut d = DataIn::start(std::io::Cursor::new(wire), Duration::from_secs(5)).unwrap();
         let mut s = [0u8; 2];
         let e = d.read_exact(&mut s).unwrap_err();
         assert!(e.to_string().contains("exit code 4"), "{e}");
@@ -304,7 +303,7 @@ mod tests {
     proptest! {
         #[test]
         fn hostile_frames_end_in_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut d = DataIn::start(std::io::Cursor::new(bytes), Duration::from_secs(5));
+            let mut d = DataIn::start(std::io::Cursor::new(bytes), Duration::from_secs(5)).unwrap();
             let mut sink = Vec::new();
             prop_assert!(d.read_to_end(&mut sink).is_err());
         }

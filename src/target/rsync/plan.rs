@@ -32,6 +32,22 @@ impl Links {
             .insert(name.to_path_buf());
     }
 
+    /// RENAME_EXCHANGE: the names at or below `a` and at or below `b`
+    /// trade places.
+    pub(super) fn exchange(&mut self, a: &Path, b: &Path) {
+        let swap = |n: &PathBuf| -> PathBuf {
+            let (from, to) = if n.starts_with(a) { (a, b) } else { (b, a) };
+            match n.strip_prefix(from) {
+                Ok(rest) if rest.as_os_str().is_empty() => to.to_path_buf(),
+                Ok(rest) => to.join(rest),
+                Err(_) => n.clone(),
+            }
+        };
+        for names in self.names.values_mut() {
+            *names = names.iter().map(swap).collect();
+        }
+    }
+
     /// A rename moves every name at or below `from`.
     pub(super) fn rename(&mut self, from: &Path, to: &Path) {
         for names in self.names.values_mut() {
@@ -297,5 +313,34 @@ impl<'a> Plan<'a> {
             inplace,
             fuzzy: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(l: &Links) -> Vec<String> {
+        let mut v: Vec<String> = l
+            .names
+            .values()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn link_names_follow_renames_and_exchanges() {
+        let mut l = Links::default();
+        for n in ["a/b/c/file", "a/second", "x"] {
+            l.learn((1, 7), Path::new(n));
+        }
+        // a/b and x trade places; then a moves.
+        l.exchange(Path::new("a/b"), Path::new("x"));
+        assert_eq!(names(&l), ["a/b", "a/second", "x/c/file"]);
+        l.rename(Path::new("a"), Path::new("moved"));
+        assert_eq!(names(&l), ["moved/b", "moved/second", "x/c/file"]);
     }
 }

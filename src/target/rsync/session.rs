@@ -126,15 +126,12 @@ impl Sink for Tokens<'_> {
     }
 }
 
-fn args(p: &Push, ids: bool) -> Vec<String> {
+fn args(p: &Push) -> Vec<String> {
     // r: recursive; l: symlinks; t: mtimes; p: perms; D: devices and
     // specials; H: hard links; o/g: owner and group (applied by a root daemon). The
     // client info after `e`: release build, no incremental recursion,
     // varint lists and checksum negotiation (see PROTOCOL notes).
-    let mut cluster = String::from("-rltpDH");
-    if ids {
-        cluster.push_str("og");
-    }
+    let mut cluster = String::from("-rltpDHog");
     if p.ignore_times {
         cluster.push('I');
     }
@@ -153,9 +150,7 @@ fn args(p: &Push, ids: bool) -> Vec<String> {
     if p.fuzzy {
         a.push("--fuzzy".into());
     }
-    if ids {
-        a.push("--numeric-ids".into());
-    }
+    a.push("--numeric-ids".into());
     if p.delete {
         a.push("--delete".into());
     }
@@ -172,9 +167,8 @@ fn args(p: &Push, ids: bool) -> Vec<String> {
 /// consistent per file (the daemon checks every file's checksum); the
 /// caller keeps its changes and pushes them again.
 pub fn run(login: &Login<'_>, p: &Push) -> io::Result<Outcome> {
-    let ids = true;
-    let mut c = connect(login, &args(p, ids))?;
-    let r = transfer(&mut c, p, ids);
+    let mut c = connect(login, &args(p))?;
+    let r = transfer(&mut c, p);
     let m = c.input.messages.lock().unwrap_or_else(|e| e.into_inner());
     let mut outcome = r?;
     if let Some(e) = m.errors.first() {
@@ -211,7 +205,7 @@ pub fn run(login: &Login<'_>, p: &Push) -> io::Result<Outcome> {
     Ok(outcome)
 }
 
-fn transfer(c: &mut Connection, p: &Push, ids: bool) -> io::Result<Outcome> {
+fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
     let nsec = c.protocol >= 31;
     let mut head = Vec::new();
     if p.delete {
@@ -233,7 +227,7 @@ fn transfer(c: &mut Connection, p: &Push, ids: bool) -> io::Result<Outcome> {
             data = ?p.data.get(&i),
             "list"
         );
-        flist::encode(&mut head, i as u32, e, nsec, ids)?;
+        flist::encode(&mut head, i as u32, e, nsec, true)?;
         if head.len() >= 64 * 1024 {
             c.output.data(&head)?;
             head.clear();
