@@ -148,6 +148,10 @@ pub struct FuseMountOptions {
     pub cached_writes: bool,
     /// Session threads serving requests.
     pub threads: Option<usize>,
+    /// At most this many SOURCE inodes hold a descriptor at once.
+    pub inode_fds: Option<usize>,
+    /// The open-file limit to set at start (0: leave it as it is).
+    pub rlimit_nofile: Option<u64>,
     pub fsname: Option<String>,
     /// Plain mount flags passed to the kernel as they are.
     pub flags: Vec<MountFlag>,
@@ -167,7 +171,8 @@ pub enum MountFlag {
 }
 
 pub const KNOWN_OPTIONS: &str = "allow_other, allow_root, default_permissions, ro, rw, noatime, \
-     atime, nodev, dev, nosuid, suid, noexec, exec, dirsync, fsname=NAME, cached_writes, writeback_cache, threads=N";
+     atime, nodev, dev, nosuid, suid, noexec, exec, dirsync, fsname=NAME, cached_writes, writeback_cache, threads=N, inode_fds=N, \
+     rlimit_nofile=N";
 
 impl FuseMountOptions {
     pub fn parse(values: &[String]) -> Result<Self> {
@@ -205,6 +210,21 @@ impl FuseMountOptions {
                         o.threads = Some(n.ok_or_else(|| {
                             Error::invalid(format!(
                                 "-o {opt}: threads must be a number from 1 to 256"
+                            ))
+                        })?);
+                    } else if let Some(n) = opt.strip_prefix("inode_fds=") {
+                        let n = n.parse::<usize>().ok().filter(|n| *n >= 16);
+                        o.inode_fds = Some(n.ok_or_else(|| {
+                            Error::invalid(format!(
+                                "-o {opt}: inode_fds must be a number of 16 or more"
+                            ))
+                        })?);
+                    } else if let Some(n) = opt.strip_prefix("rlimit_nofile=") {
+                        let n = n.parse::<u64>().ok().filter(|n| *n == 0 || *n >= 64);
+                        o.rlimit_nofile = Some(n.ok_or_else(|| {
+                            Error::invalid(format!(
+                                "-o {opt}: rlimit_nofile must be 0 (leave the limit as it is) \
+                                 or a number of 64 or more"
                             ))
                         })?);
                     } else {
@@ -521,6 +541,10 @@ mod tests {
             "{e}"
         );
         assert!(FuseMountOptions::parse(&["threads=0".into()]).is_err());
+        let o = FuseMountOptions::parse(&["inode_fds=256,rlimit_nofile=1024".into()]).unwrap();
+        assert_eq!((o.inode_fds, o.rlimit_nofile), (Some(256), Some(1024)));
+        assert!(FuseMountOptions::parse(&["inode_fds=3".into()]).is_err());
+        assert!(FuseMountOptions::parse(&["rlimit_nofile=lots".into()]).is_err());
         assert!(FuseMountOptions::parse(&["allow_other,allow_root".into()]).is_err());
     }
 

@@ -263,12 +263,69 @@ impl Drop for Replication {
 
 type Stack = FuseAdapter<Recording<Passthrough>>;
 
+/// The open-file limit asked for when `-o rlimit_nofile=` is not given
+/// (virtiofsd's default): as many as the kernel allows, up to a million.
+const DEFAULT_NOFILE: u64 = 1_000_000;
+
+/// Sets the process's open-file limit: `want` (0: leave it), by default
+/// as high as the kernel allows (`fs.nr_open`). Unprivileged, only the
+/// soft limit can rise, up to the hard one. Returns the soft limit now in
+/// force.
+fn set_nofile_limit(want: Option<u64>) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let soft = |r: &Rlimit| r.current.unwrap_or(u64::MAX);
+    let want = match want {
+        Some(0) => return soft(&before),
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_NOFILE, |max| max.min(DEFAULT_NOFILE)),
+    };
+    let exact = Rlimit {
+        current: Some(want),
+        maximum: Some(want),
+    };
+    if setrlimit(Resource::Nofile, exact).is_err() {
+        // Not allowed to move the hard limit: the soft one goes as high as
+        // it may.
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want.min(hard)),
+                maximum: before.maximum,
+            },
+        );
+    }
+    let now = soft(&getrlimit(Resource::Nofile));
+    if now != soft(&before) {
+        tracing::info!("open-file limit set from {} to {now}", soft(&before));
+    }
+    now
+}
+
+/// How many SOURCE inodes may hold a descriptor at once by default: a
+/// quarter of the open-file limit, leaving the rest to open files,
+/// directory walks, the journal and the targets.
+fn default_inode_fds(nofile: u64) -> usize {
+    usize::try_from(nofile / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(32, 65_536)
+}
+
 /// The filesystem stack for a spec, ready to hand to a FUSE session.
 pub fn build(spec: &MountSpec) -> io::Result<(Stack, Arc<FuseStats>, Replication)> {
+    let nofile = set_nofile_limit(spec.fuse.rlimit_nofile);
     let core = Passthrough::new(
         &spec.source,
         Options {
             writeback_cache: spec.fuse.writeback_cache,
+            inode_fds: spec
+                .fuse
+                .inode_fds
+                .unwrap_or_else(|| default_inode_fds(nofile)),
         },
     )?;
     let replication = Replication::start(spec)?;

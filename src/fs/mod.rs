@@ -32,7 +32,7 @@ pub const ROOT_INO: Ino = 1;
 /// A SOURCE inode itself, independent of its name: what replication reads
 /// current bytes and attributes from.
 #[cfg(unix)]
-pub type Identity = std::sync::Arc<std::os::fd::OwnedFd>;
+pub type Identity = std::sync::Arc<passthrough::Node>;
 
 /// Who is asking: the credentials of the process behind a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

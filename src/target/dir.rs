@@ -149,7 +149,19 @@ impl FromBytesCompat for OsStr {
 
 /// A SOURCE inode's identity opened for reading.
 fn open_subject(id: &Identity) -> io::Result<File> {
-    crate::fs::passthrough::open_identity(id, OFlags::RDONLY)
+    id.open(OFlags::RDONLY)
+}
+
+/// A SOURCE inode's attributes, `None` once it has no name left in SOURCE
+/// (unlinked since the change, or gone altogether): nothing of it has
+/// anywhere to go on the target.
+fn subject_stat(id: &Identity) -> io::Result<Option<Stat>> {
+    match id.stat() {
+        Ok(st) if st.st_nlink == 0 => Ok(None),
+        Ok(st) => Ok(Some(st)),
+        Err(e) if errno(&e) == Some(libc::ESTALE) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl DirTarget {
@@ -231,11 +243,10 @@ impl DirTarget {
         let Some(subject) = subject else {
             return Err(io::Error::other(format!("no source for {}", rel.display())));
         };
-        let st = rustix::fs::fstat(subject.as_fd())?;
-        if st.st_nlink == 0 {
+        let Some(st) = subject_stat(subject)? else {
             // Unlinked in SOURCE since: its data has nowhere to go.
             return Ok(0);
-        }
+        };
         let src = open_subject(subject)?;
         let dst = t.open_file(rel, OFlags::WRONLY | OFlags::CREATE, 0o600)?;
         let n = io.copy_ranges(&src, &dst, ranges)?;
@@ -245,8 +256,7 @@ impl DirTarget {
 
     fn apply_op(&self, t: &Tree, c: &Change<'_>, io: &dyn FastIo) -> io::Result<u64> {
         let attrs_from_subject = |rel: &Path| -> io::Result<()> {
-            if let Some(s) = c.subject {
-                let st = rustix::fs::fstat(s.as_fd())?;
+            if let Some(st) = c.subject.map(subject_stat).transpose()?.flatten() {
                 let node = t.node(rel)?;
                 copy_attrs(node.as_fd(), &st)?;
             }
@@ -384,10 +394,9 @@ impl DirTarget {
             Op::Resync { .. } => {}
         }
         for (dir, id) in c.parents {
-            let st = rustix::fs::fstat(id.as_fd())?;
-            if st.st_nlink == 0 {
+            let Some(st) = subject_stat(id)? else {
                 continue;
-            }
+            };
             if let Ok(node) = t.node(dir) {
                 rustix::fs::utimensat(node.as_fd(), "", &times_of(&st), AtFlags::EMPTY_PATH)?;
             }

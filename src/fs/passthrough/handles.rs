@@ -7,12 +7,20 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::inode::Pin;
 use super::sys;
 use crate::fs::{DirEntry, Fh, FileKind};
 
 pub enum Handle {
-    File { file: File, written: AtomicBool },
-    Dir(Mutex<DirStream>),
+    File {
+        file: File,
+        written: AtomicBool,
+        _pin: Pin,
+    },
+    Dir {
+        stream: Mutex<DirStream>,
+        _pin: Pin,
+    },
 }
 
 fn ebadf() -> io::Error {
@@ -20,21 +28,26 @@ fn ebadf() -> io::Error {
 }
 
 impl Handle {
-    pub fn new_file(file: File) -> Self {
+    /// An open file; `pin` keeps its inode's descriptor while it is open.
+    pub fn new_file(file: File, pin: Pin) -> Self {
         Handle::File {
             file,
             written: AtomicBool::new(false),
+            _pin: pin,
         }
     }
 
-    pub fn new_dir(stream: DirStream) -> Self {
-        Handle::Dir(Mutex::new(stream))
+    pub fn new_dir(stream: DirStream, pin: Pin) -> Self {
+        Handle::Dir {
+            stream: Mutex::new(stream),
+            _pin: pin,
+        }
     }
 
     pub fn as_file(&self) -> Option<&File> {
         match self {
             Handle::File { file, .. } => Some(file),
-            Handle::Dir(_) => None,
+            Handle::Dir { .. } => None,
         }
     }
 
@@ -46,7 +59,7 @@ impl Handle {
     /// The directory stream, or EBADF for a file handle.
     pub fn dir(&self) -> io::Result<std::sync::MutexGuard<'_, DirStream>> {
         match self {
-            Handle::Dir(d) => Ok(d.lock().unwrap_or_else(|e| e.into_inner())),
+            Handle::Dir { stream, .. } => Ok(stream.lock().unwrap_or_else(|e| e.into_inner())),
             Handle::File { .. } => Err(ebadf()),
         }
     }

@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat, Timespec, Timestamps};
 
 use self::handles::{DirStream, Handle, Handles};
-use self::inode::{Inode, InodeTable};
+pub use self::inode::Node;
+use self::inode::{Inode, InodeTable, Live};
 use crate::error::context;
 use crate::fs::{
     Attr, Ctx, DirEntry, Entry, Fh, FileKind, Ino, Opened, SetAttr, SetTime, StatFs, Vfs,
@@ -36,6 +37,9 @@ pub struct Options {
     /// The kernel caches writes (FUSE writeback cache): opens for writing
     /// must also allow reading, and O_APPEND is the kernel's business.
     pub writeback_cache: bool,
+    /// At most this many inodes hold a descriptor at once, where inodes
+    /// can be reopened by file handle (see `inode.rs`).
+    pub inode_fds: usize,
 }
 
 pub struct Passthrough {
@@ -76,7 +80,7 @@ impl Passthrough {
             .map_err(|e| context(format_args!("stat source {}", source.display()), e.into()))?;
         Ok(Passthrough {
             proc: sys::Proc::open()?,
-            inodes: InodeTable::new(root, key_of(&st)),
+            inodes: InodeTable::new(root, key_of(&st), options.inode_fds),
             handles: Handles::default(),
             options,
             give_ownership: rustix::process::geteuid().is_root(),
@@ -89,7 +93,15 @@ impl Passthrough {
         self.inodes.len()
     }
 
-    fn inode(&self, ino: Ino) -> io::Result<Arc<Inode>> {
+    /// Descriptors the inode table holds, and its cap; `None` where inodes
+    /// cannot be reopened by handle (every inode then holds one).
+    pub fn inode_fds(&self) -> Option<(usize, usize)> {
+        self.inodes
+            .by_handle()
+            .then(|| (self.inodes.held(), self.inodes.cap()))
+    }
+
+    fn inode(&self, ino: Ino) -> io::Result<Live> {
         self.inodes.get(ino)
     }
 
@@ -101,7 +113,7 @@ impl Passthrough {
         })
     }
 
-    fn lookup_in(&self, parent: &Inode, name: &OsStr) -> io::Result<Entry> {
+    fn lookup_in(&self, parent: &Live, name: &OsStr) -> io::Result<Entry> {
         check_name(name)?;
         let node = sys::open_node(parent.fd(), name)?;
         self.entry_for(node)
@@ -114,7 +126,7 @@ impl Passthrough {
     fn adopt(
         &self,
         ctx: &Ctx,
-        parent: &Inode,
+        parent: &Live,
         node: BorrowedFd<'_>,
         requested: u32,
         kind: FileKind,
@@ -158,7 +170,7 @@ impl Passthrough {
     fn created(
         &self,
         ctx: &Ctx,
-        parent: &Inode,
+        parent: &Live,
         name: &OsStr,
         mode: u32,
         kind: FileKind,
@@ -195,7 +207,9 @@ impl Passthrough {
             *cached = Some(stamp);
             keep
         };
-        let fh = self.handles.insert(Handle::new_file(file));
+        let fh = self
+            .handles
+            .insert(Handle::new_file(file, inode.node.pin()));
         Ok(Opened {
             fh,
             keep_cache,
@@ -456,7 +470,9 @@ impl Vfs for Passthrough {
         let inode = self.inode(ino)?;
         let fd = sys::reopen(&self.proc, inode.fd(), OFlags::RDONLY | OFlags::DIRECTORY)?;
         let dir = rustix::fs::Dir::new(OwnedFd::from(fd))?;
-        let fh = self.handles.insert(Handle::new_dir(DirStream::new(dir)));
+        let fh = self
+            .handles
+            .insert(Handle::new_dir(DirStream::new(dir), inode.node.pin()));
         Ok(Opened {
             fh,
             keep_cache: false,
@@ -583,22 +599,8 @@ impl Vfs for Passthrough {
     }
 
     fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {
-        self.inodes.get(ino).ok().map(|i| i.identity())
+        self.inodes.node(ino)
     }
-}
-
-/// Opens a SOURCE inode held as an identity for I/O, whatever its name is
-/// now (the replication engine reads current bytes through this).
-pub fn open_identity(id: &crate::fs::Identity, flags: OFlags) -> io::Result<File> {
-    static PROC: std::sync::OnceLock<sys::Proc> = std::sync::OnceLock::new();
-    let proc = match PROC.get() {
-        Some(p) => p,
-        None => {
-            let p = sys::Proc::open()?;
-            PROC.get_or_init(|| p)
-        }
-    };
-    sys::reopen(proc, id.as_fd(), flags)
 }
 
 fn xattr_reply(mut buf: Vec<u8>, n: usize, size: u32) -> io::Result<XattrReply> {

@@ -388,7 +388,12 @@ impl Target for RsyncTarget {
             }
             // Not by st_nlink: by now a name may be gone that was there
             // when the change was made.
-            let st = rustix::fs::fstat(id)?;
+            let st = match id.stat() {
+                Ok(st) => st,
+                // Gone from SOURCE: its names' own changes say so.
+                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
             if is_dir(&st) {
                 return Ok(Vec::new());
             }
@@ -425,8 +430,7 @@ impl Target for RsyncTarget {
             | Op::RemoveXattr { path, .. } => self.mark(path, Dirty::Meta),
             // Both names, so that the push lists them as links of one inode.
             Op::Link { from, to } => {
-                if let Some(id) = c.subject {
-                    let st = rustix::fs::fstat(id)?;
+                if let Some(st) = c.subject.and_then(|id| id.stat().ok()) {
                     let mut l = self.links.lock().unwrap_or_else(|e| e.into_inner());
                     l.learn((st.st_dev, st.st_ino), from);
                     l.learn((st.st_dev, st.st_ino), to);

@@ -228,3 +228,27 @@ pub fn seek_dir(dir: &mut rustix::fs::Dir, cookie: u64) -> io::Result<u64> {
     }
     Ok(cookie)
 }
+
+/// macOS offers no handle the inode table could reopen an inode by, so
+/// each inode's descriptor is held for the inode's life.
+pub enum FileHandle {}
+
+pub fn name_to_handle(_node: BorrowedFd<'_>) -> io::Result<(FileHandle, i32)> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+pub fn open_by_handle(
+    _mount: BorrowedFd<'_>,
+    handle: &FileHandle,
+    _flags: OFlags,
+) -> io::Result<OwnedFd> {
+    match *handle {}
+}
+
+pub fn open_node_by_handle(_mount: BorrowedFd<'_>, handle: &FileHandle) -> io::Result<OwnedFd> {
+    match *handle {}
+}
+
+pub fn probe(_root: BorrowedFd<'_>) -> Result<i32, String> {
+    Err("macOS has no file handles".to_string())
+}

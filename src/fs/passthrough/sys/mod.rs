@@ -2,9 +2,11 @@
 //! chosen here and nowhere else. Everything else uses rustix directly.
 
 #[cfg(target_os = "linux")]
+mod fhandle;
+#[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::*;
+pub use {fhandle::*, linux::*};
 
 #[cfg(target_os = "macos")]
 mod macos;

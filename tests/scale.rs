@@ -1,0 +1,139 @@
+//! Real-sized trees: the mount and the replication must not need a
+//! descriptor per file. The daemon runs with an open-file limit of 1,024
+//! while the kernel comes to remember 50,000 inodes.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use common::{Dirs, assert_same_tree, mounted, snapshot};
+
+fn bin() -> Command {
+    common::bin("info")
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    bin().args(args).output().unwrap()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn stat_all(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m =
+            std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        n += 1;
+        if m.is_dir() {
+            n += stat_all(&p);
+        }
+    }
+    n
+}
+
+#[test]
+fn fifty_thousand_files_with_a_limit_of_1024_descriptors() {
+    if let Err(why) = replicafs::fixture::fuse_available() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "FUSE is required under CI=true: {why}"
+        );
+        eprintln!("SKIPPED: cannot mount FUSE here: {why}");
+        return;
+    }
+    let d = Dirs::new();
+    // 25 directories of 1,000 files before the mount, replicated by the
+    // start-up reconcile.
+    for i in 0..25 {
+        let dir = d.p(&format!("src/d{i:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for j in 0..1000 {
+            std::fs::write(dir.join(format!("f{j:04}")), format!("{i}/{j}")).unwrap();
+        }
+    }
+    let out = bin()
+        .args(d.mount_args("target", &["--daemon", "-o", "rlimit_nofile=1024"]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mount failed: {err}");
+    let pid: u32 = err
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {err}"));
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert!(
+        nofile.split_whitespace().nth(3) == Some("1024"),
+        "the daemon's limit: {nofile}"
+    );
+
+    let t = Instant::now();
+    let seen = stat_all(&d.p("mnt"));
+    assert_eq!(seen, 25 + 25_000);
+    eprintln!(
+        "stat of {seen} entries through the mount: {:?}",
+        t.elapsed()
+    );
+    let fds = open_fds(pid);
+    assert!(fds < 1024, "the daemon holds {fds} descriptors");
+
+    let t = Instant::now();
+    let big = d.p("mnt/big");
+    std::fs::create_dir(&big).unwrap();
+    for j in 0..25_000 {
+        std::fs::write(big.join(format!("n{j:05}")), format!("new {j}"))
+            .unwrap_or_else(|e| panic!("create file {j} through the mount: {e}"));
+    }
+    eprintln!("25,000 files created through the mount: {:?}", t.elapsed());
+    let fds = open_fds(pid);
+    assert!(fds < 1024, "the daemon holds {fds} descriptors");
+
+    let t = Instant::now();
+    run_ok(&["sync", &d.s("mnt"), "--timeout", "600s"]);
+    eprintln!("replicated: {:?}", t.elapsed());
+    let status = run_ok(&["status", &d.s("mnt"), "--json"]);
+    assert!(status.contains("\"in_sync\""), "status: {status}");
+    run_ok(&["unmount", &d.s("mnt")]);
+    assert!(!mounted(&d.p("mnt")));
+
+    assert_same_tree(
+        "50,000 files",
+        &snapshot(&d.p("src"), true),
+        &snapshot(&d.p("target"), true),
+    );
+    let log = std::fs::read_to_string(d.p("state/replicafs.log")).unwrap();
+    for bad in ["Too many open files", "failing"] {
+        let hits: Vec<&str> = log.lines().filter(|l| l.contains(bad)).take(5).collect();
+        assert!(
+            hits.is_empty(),
+            "the log says {bad:?}:\n{}",
+            hits.join("\n")
+        );
+    }
+}
