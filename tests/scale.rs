@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use common::workloads::{self, Rng};
 use common::{Dirs, assert_same_tree, mounted, snapshot};
+use replicafs::fixture::Fixture;
 
 fn bin() -> Command {
     common::bin("info")
@@ -135,5 +137,29 @@ fn fifty_thousand_files_with_a_limit_of_1024_descriptors() {
             "the log says {bad:?}:\n{}",
             hits.join("\n")
         );
+    }
+}
+
+/// With room for 16 descriptors, inodes are closed and reopened by handle
+/// all the time: every operation still lands on the right file.
+#[test]
+fn every_operation_with_16_inode_descriptors() {
+    let builder = Fixture::builder().options("inode_fds=16").unwrap();
+    let Some(fx) = common::mount(builder) else {
+        return;
+    };
+    workloads::every_operation(&fx, &common::assert_replicated, true);
+    let seed = workloads::seed();
+    let mut rng = Rng(seed);
+    let mut since = Vec::new();
+    for i in 0..1500 {
+        since.push(workloads::random_op(
+            &mut rng,
+            fx.mnt(),
+            workloads::EVERYTHING,
+        ));
+        if rng.below(150) == 0 || i == 1499 {
+            workloads::barrier(&fx, seed, i, &mut since);
+        }
     }
 }
