@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
@@ -114,20 +114,45 @@ fn copy_attrs(node: BorrowedFd<'_>, src: &Stat) -> io::Result<()> {
 
 /// Makes the xattrs of `node` exactly `want`.
 fn copy_xattrs(node: BorrowedFd<'_>, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    let have = tree::xattrs_of(node)?;
+    copy_xattrs_path(&Tree::proc_path(node), tree::Follow::Yes, want)
+}
+
+/// Makes the xattrs of `name` in `dir` (not following a symlink) exactly
+/// `want`.
+fn copy_xattrs_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    want: &[(Vec<u8>, Vec<u8>)],
+) -> io::Result<()> {
+    copy_xattrs_path(&Tree::proc_path(dir).join(name), tree::Follow::No, want)
+}
+
+fn copy_xattrs_path(p: &Path, follow: tree::Follow, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    let have = tree::xattrs_path(p, follow)?;
     if have == want {
         return Ok(());
     }
-    let p = Tree::proc_path(node);
+    type Remove = fn(&Path, &OsStr) -> rustix::io::Result<()>;
+    type Set = fn(&Path, &OsStr, &[u8], rustix::fs::XattrFlags) -> rustix::io::Result<()>;
+    let (remove, set): (Remove, Set) = match follow {
+        tree::Follow::Yes => (
+            |p, n| rustix::fs::removexattr(p, n),
+            |p, n, v, f| rustix::fs::setxattr(p, n, v, f),
+        ),
+        tree::Follow::No => (
+            |p, n| rustix::fs::lremovexattr(p, n),
+            |p, n, v, f| rustix::fs::lsetxattr(p, n, v, f),
+        ),
+    };
     for (name, _) in &have {
         if !want.iter().any(|(n, _)| n == name) {
-            let _ = rustix::fs::removexattr(&p, OsStr::from_bytes_compat(name));
+            let _ = remove(p, OsStr::from_bytes_compat(name));
         }
     }
     for (name, value) in want {
         if !have.iter().any(|(n, v)| n == name && v == value) {
-            rustix::fs::setxattr(
-                &p,
+            set(
+                p,
                 OsStr::from_bytes_compat(name),
                 value,
                 rustix::fs::XattrFlags::empty(),
@@ -167,13 +192,27 @@ fn subject_stat(id: &Identity) -> io::Result<Option<Stat>> {
 impl DirTarget {
     fn create(&self, t: &Tree, rel: &Path, kind: NodeKind, mode: u32) -> io::Result<()> {
         let (dir, name) = t.parent(rel)?;
+        self.create_at(t, dir.as_fd(), &name, rel, kind, mode)
+    }
+
+    /// Makes `name` in `dir` (which is `rel`'s parent) a new node of `kind`,
+    /// replacing whatever was there unless it is the directory asked for.
+    fn create_at(
+        &self,
+        t: &Tree,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        kind: NodeKind,
+        mode: u32,
+    ) -> io::Result<()> {
         let perm = Mode::from_raw_mode(mode & 0o7777);
         let attempt = || -> io::Result<()> {
             match kind {
                 NodeKind::File => {
                     let f = rustix::fs::openat(
-                        &dir,
-                        &name,
+                        dir,
+                        name,
                         OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         perm,
                     )?;
@@ -181,31 +220,31 @@ impl DirTarget {
                     rustix::fs::ftruncate(&f, 0)?;
                     Ok(())
                 }
-                NodeKind::Dir => Ok(rustix::fs::mkdirat(&dir, &name, perm)?),
+                NodeKind::Dir => Ok(rustix::fs::mkdirat(dir, name, perm)?),
                 NodeKind::Fifo => Ok(rustix::fs::mknodat(
-                    &dir,
-                    &name,
+                    dir,
+                    name,
                     rustix::fs::FileType::Fifo,
                     perm,
                     0,
                 )?),
                 NodeKind::Socket => Ok(rustix::fs::mknodat(
-                    &dir,
-                    &name,
+                    dir,
+                    name,
                     rustix::fs::FileType::Socket,
                     perm,
                     0,
                 )?),
                 NodeKind::CharDevice(d) => Ok(rustix::fs::mknodat(
-                    &dir,
-                    &name,
+                    dir,
+                    name,
                     rustix::fs::FileType::CharacterDevice,
                     perm,
                     d,
                 )?),
                 NodeKind::BlockDevice(d) => Ok(rustix::fs::mknodat(
-                    &dir,
-                    &name,
+                    dir,
+                    name,
                     rustix::fs::FileType::BlockDevice,
                     perm,
                     d,
@@ -404,151 +443,315 @@ impl DirTarget {
         Ok(bytes)
     }
 
-    /// Reconciles one entry (and below it, for directories).
-    #[allow(clippy::too_many_arguments)]
+    /// Makes the entry `name` of target directory `w.dst` equal to the
+    /// entry `name` of SOURCE directory `w.src` (and below it, for
+    /// directories). Directories are walked by descriptor, two held per
+    /// level, so nothing is resolved from the top again and a walk of a
+    /// large tree costs a few calls per entry.
     fn reconcile_entry(
         &self,
-        src: &Tree,
-        t: &Tree,
+        w: &Walk<'_>,
+        dirs: At<'_>,
+        name: &OsStr,
         rel: &Path,
-        dirty: bool,
-        links: &mut HashMap<(u64, u64), PathBuf>,
-        progress: &Progress,
-        io: &dyn FastIo,
     ) -> io::Result<()> {
-        progress.entries.fetch_add(1, Ordering::Relaxed);
-        let Some(s) = src.lstat(rel)? else {
-            if t.lstat(rel)?.is_some() {
+        let progress = w.progress;
+        let Some(s) = stat_at(dirs.src, name)? else {
+            if stat_at(dirs.dst, name)?.is_some() {
                 tracing::debug!("reconcile: removing {} (not in SOURCE)", rel.display());
                 progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
+                w.t.remove_all(rel)?;
             }
-            return t.remove_all(rel);
+            return Ok(());
         };
-        let root = rel.as_os_str().is_empty();
-        let have = t.lstat(rel)?;
-        let same_type = have
-            .as_ref()
-            .is_some_and(|h| mode_of(h) & 0o170000 == mode_of(&s) & 0o170000);
+        progress.entries.fetch_add(1, Ordering::Relaxed);
+        let mut have = stat_at(dirs.dst, name)?;
         // Hard links: the second name of an inode links to the first.
         #[allow(clippy::unnecessary_cast)]
         let key = (s.st_dev as u64, s.st_ino as u64);
         if !is_dir(&s) && s.st_nlink > 1 {
-            if let Some(first) = links.get(&key).cloned() {
-                let first_t = t.lstat(&first)?;
+            let first = w
+                .links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            if let Some(first) = first {
+                let first_t = w.t.lstat(&first)?;
                 let linked = match (&have, &first_t) {
                     (Some(h), Some(f)) => h.st_ino == f.st_ino && h.st_dev == f.st_dev,
                     _ => false,
                 };
                 if !linked {
-                    t.remove_all(rel)?;
-                    let (fd, fname) = t.parent(&first)?;
-                    let (td, tname) = t.parent(rel)?;
-                    rustix::fs::linkat(&fd, &fname, &td, &tname, AtFlags::empty())?;
+                    w.t.remove_all(rel)?;
+                    let (fd, fname) = w.t.parent(&first)?;
+                    rustix::fs::linkat(&fd, &fname, dirs.dst, name, AtFlags::empty())?;
                     progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(());
             }
-            links.insert(key, rel.to_path_buf());
+            w.links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, rel.to_path_buf());
         }
-        if !same_type && !root {
-            if have.is_some() {
-                t.remove_all(rel)?;
-            }
-            let kind = if is_dir(&s) {
-                NodeKind::Dir
-            } else if is_file(&s) {
-                NodeKind::File
-            } else if is_symlink(&s) {
-                let target = rustix::fs::readlinkat(src.node(rel)?, "", Vec::new())?;
-                let (dir, name) = t.parent(rel)?;
-                rustix::fs::symlinkat(target.as_c_str(), &dir, &name)?;
-                progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
-                let node = t.node(rel)?;
-                return copy_attrs(node.as_fd(), &s);
-            } else {
-                let m = mode_of(&s) & 0o170000;
-                #[allow(clippy::unnecessary_cast)]
-                let rdev = s.st_rdev as u64;
-                match m {
-                    0o010000 => NodeKind::Fifo,
-                    0o140000 => NodeKind::Socket,
-                    0o020000 => NodeKind::CharDevice(rdev),
-                    _ => NodeKind::BlockDevice(rdev),
-                }
-            };
-            self.create(t, rel, kind, 0o700)?;
-            tracing::debug!("reconcile: created {}", rel.display());
+        let kind = mode_of(&s) & 0o170000;
+        let mut fresh = false;
+        let fixed_before = progress.entries_fixed.load(Ordering::Relaxed);
+        if have.as_ref().is_some_and(|h| mode_of(h) & 0o170000 != kind) {
+            w.t.remove_all(rel)?;
+            have = None;
+        }
+        if have.is_none() {
+            fresh = true;
             progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
-        }
-        if is_symlink(&s) {
-            let a = rustix::fs::readlinkat(src.node(rel)?, "", Vec::new())?;
-            let b = rustix::fs::readlinkat(t.node(rel)?, "", Vec::new())?;
+            tracing::debug!("reconcile: creating {}", rel.display());
+            if is_symlink(&s) {
+                let target = rustix::fs::readlinkat(dirs.src, name, Vec::new())?;
+                rustix::fs::symlinkat(target.as_c_str(), dirs.dst, name)?;
+            } else if !is_file(&s) {
+                // Files are made by the copy below.
+                self.create_at(w.t, dirs.dst, name, rel, node_kind(&s), mode_of(&s))?;
+            }
+        } else if is_symlink(&s) {
+            let a = rustix::fs::readlinkat(dirs.src, name, Vec::new())?;
+            let b = rustix::fs::readlinkat(dirs.dst, name, Vec::new())?;
             if a != b {
-                t.remove_all(rel)?;
-                let (dir, name) = t.parent(rel)?;
-                rustix::fs::symlinkat(a.as_c_str(), &dir, &name)?;
+                w.t.remove_all(rel)?;
+                rustix::fs::symlinkat(a.as_c_str(), dirs.dst, name)?;
                 progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
             }
-        } else if is_file(&s) {
-            let h = t
-                .lstat(rel)?
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-            let quick_same = h.st_size == s.st_size
-                && h.st_mtime == s.st_mtime
-                && h.st_mtime_nsec == s.st_mtime_nsec;
-            if !quick_same || dirty {
-                let n = self.block_copy(src, t, rel, io)?;
+        }
+        if is_file(&s) {
+            let quick_same = have.as_ref().is_some_and(|h| {
+                h.st_size == s.st_size
+                    && h.st_mtime == s.st_mtime
+                    && h.st_mtime_nsec == s.st_mtime_nsec
+            });
+            if !quick_same || w.dirty {
+                #[allow(clippy::unnecessary_cast)]
+                let old_size = have.as_ref().map_or(0, |h| h.st_size as u64);
+                let n = self.block_copy(dirs, name, &s, old_size, w.io)?;
                 progress.bytes_copied.fetch_add(n, Ordering::Relaxed);
-                progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
-            }
-        } else if is_dir(&s) {
-            let want = src.list(rel)?;
-            for name in t.list(rel)? {
-                if want.binary_search(&name).is_err() {
-                    t.remove_all(&rel.join(&name))?;
+                if !fresh {
                     progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
                 }
+                have = None; // changed: looked at again below
             }
-            for name in want {
-                self.reconcile_entry(src, t, &rel.join(name), dirty, links, progress, io)?;
-            }
+        } else if is_dir(&s) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let src = rustix::fs::openat(dirs.src, name, flags, Mode::empty())?;
+            let dst = rustix::fs::openat(dirs.dst, name, flags, Mode::empty())?;
+            let inner = At {
+                src: src.as_fd(),
+                dst: dst.as_fd(),
+            };
+            self.reconcile_children(w, inner, rel, fresh)?;
         }
-        let node = t.node(rel)?;
-        let snode = src.node(rel)?;
         if !is_symlink(&s) {
-            copy_xattrs(node.as_fd(), &tree::xattrs_of(snode.as_fd())?)?;
+            let want = tree::xattrs_at(dirs.src, name)?;
+            // What we just made has none of its own.
+            if !(fresh && want.is_empty()) {
+                copy_xattrs_at(dirs.dst, name, &want)?;
+            }
         }
-        // Times last: the contents above changed the directory's.
-        let s = rustix::fs::fstat(&snode)?;
-        copy_attrs(node.as_fd(), &s)
+        // Times last: the contents above changed the directory's (or the
+        // file's), so look again if anything was done.
+        let have = if progress.entries_fixed.load(Ordering::Relaxed) != fixed_before {
+            stat_at(dirs.dst, name)?
+        } else {
+            have
+        };
+        let have = have.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        fix_attrs(dirs.dst, name, &have, &s)
     }
 
-    /// Copies the blocks of `rel` that differ, and sets the size.
-    fn block_copy(&self, src: &Tree, t: &Tree, rel: &Path, io: &dyn FastIo) -> io::Result<u64> {
-        const BLOCK: usize = 1 << 20;
-        let s = src.open_file(rel, OFlags::RDONLY, 0)?;
-        let d = t.open_file(rel, OFlags::RDWR, 0)?;
-        let size = s.metadata()?.len();
-        let mut a = vec![0u8; BLOCK];
-        let mut b = vec![0u8; BLOCK];
-        let mut ranges = Vec::new();
-        let mut off = 0u64;
-        while off < size {
-            let want = ((size - off) as usize).min(BLOCK);
-            let n = read_full(&s, &mut a[..want], off)?;
-            let m = read_full(&d, &mut b[..want], off)?;
-            if n != m || a[..n] != b[..n] {
-                ranges.push((off, off + n as u64));
+    /// Reconciles the entries of a directory pair: removes what SOURCE does
+    /// not have, then each of SOURCE's entries. A failure at one entry is
+    /// logged and the walk goes on (the rest still converges); the walk
+    /// then fails naming how many entries it could not reconcile.
+    fn reconcile_children(
+        &self,
+        w: &Walk<'_>,
+        dirs: At<'_>,
+        rel: &Path,
+        fresh: bool,
+    ) -> io::Result<()> {
+        let want = tree::list_at(dirs.src)?;
+        if !fresh {
+            for name in tree::list_at(dirs.dst)? {
+                if want.binary_search(&name).is_err() {
+                    w.t.remove_all(&rel.join(&name))?;
+                    w.progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if n < want {
-                break;
-            }
-            off += n as u64;
         }
-        let copied = io.copy_ranges(&s, &d, &ranges)?;
-        d.set_len(size)?;
+        for name in want {
+            let child = rel.join(&name);
+            if let Err(e) = self.reconcile_entry(w, dirs, &name, &child) {
+                // Gone from SOURCE while we looked: its removal is a change
+                // of its own.
+                if matches!(stat_at(dirs.src, &name), Ok(None)) {
+                    continue;
+                }
+                w.failed(&child, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the blocks of SOURCE's `name` that differ from the target's
+    /// (whose size was `old_size`; what lies beyond it is copied without
+    /// reading), and sets the size.
+    fn block_copy(
+        &self,
+        dirs: At<'_>,
+        name: &OsStr,
+        s: &Stat,
+        old_size: u64,
+        io: &dyn FastIo,
+    ) -> io::Result<u64> {
+        const BLOCK: usize = 1 << 20;
+        let src = rustix::fs::openat(
+            dirs.src,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dst = rustix::fs::openat(
+            dirs.dst,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode_of(s) & 0o777),
+        )?;
+        let (src, dst) = (File::from(src), File::from(dst));
+        let size = src.metadata()?.len();
+        let mut ranges = Vec::new();
+        let compared = size.min(old_size);
+        if compared > 0 {
+            let mut a = vec![0u8; BLOCK];
+            let mut b = vec![0u8; BLOCK];
+            let mut off = 0u64;
+            while off < compared {
+                let want = ((compared - off) as usize).min(BLOCK);
+                let n = read_full(&src, &mut a[..want], off)?;
+                let m = read_full(&dst, &mut b[..want], off)?;
+                if n != m || a[..n] != b[..n] {
+                    ranges.push((off, off + n as u64));
+                }
+                if n < want {
+                    break;
+                }
+                off += n as u64;
+            }
+        }
+        if size > compared {
+            ranges.push((compared, size));
+        }
+        let copied = io.copy_ranges(&src, &dst, &ranges)?;
+        if old_size > size {
+            dst.set_len(size)?;
+        }
         Ok(copied)
     }
+}
+
+/// A directory in SOURCE and its twin on the target.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    src: BorrowedFd<'a>,
+    dst: BorrowedFd<'a>,
+}
+
+/// What one reconcile walk shares.
+struct Walk<'a> {
+    t: &'a Tree,
+    dirty: bool,
+    /// The first name seen of each inode with several.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    progress: &'a Progress,
+    io: &'a dyn FastIo,
+    failures: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+/// More failed entries than this and the walk stops: the target itself is
+/// in trouble (full, read-only, gone).
+const MAX_FAILED_ENTRIES: u64 = 100;
+
+impl Walk<'_> {
+    /// Logs a failed entry; fails the walk once there are too many.
+    fn failed(&self, rel: &Path, e: io::Error) -> io::Result<()> {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let line = format!("{}: {e}", rel.display());
+        tracing::warn!("reconcile: {line}");
+        self.first_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(line);
+        if n >= MAX_FAILED_ENTRIES {
+            return Err(self.error().unwrap_or(e));
+        }
+        Ok(())
+    }
+
+    /// The walk's failure, if entries failed.
+    fn error(&self) -> Option<io::Error> {
+        let n = self.failures.load(Ordering::Relaxed);
+        let first = self
+            .first_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        Some(io::Error::other(format!(
+            "{n} entries could not be reconciled (first: {first})"
+        )))
+    }
+}
+
+/// lstat of `name` in `dir`; `None` when it does not exist.
+fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The kind of node to make for `s` (files and symlinks are made elsewhere).
+fn node_kind(s: &Stat) -> NodeKind {
+    #[allow(clippy::unnecessary_cast)]
+    let rdev = s.st_rdev as u64;
+    match mode_of(s) & 0o170000 {
+        0o040000 => NodeKind::Dir,
+        0o010000 => NodeKind::Fifo,
+        0o140000 => NodeKind::Socket,
+        0o020000 => NodeKind::CharDevice(rdev),
+        0o060000 => NodeKind::BlockDevice(rdev),
+        _ => NodeKind::File,
+    }
+}
+
+/// Makes the owner, mode and times of `name` in `dir` (now `have`) those
+/// of `want`, touching only what differs.
+fn fix_attrs(dir: BorrowedFd<'_>, name: &OsStr, have: &Stat, want: &Stat) -> io::Result<()> {
+    #[allow(clippy::unnecessary_cast)]
+    let differs = have.st_uid as u32 != want.st_uid as u32
+        || have.st_gid as u32 != want.st_gid as u32
+        || (!is_symlink(want) && mode_of(have) & 0o7777 != mode_of(want) & 0o7777);
+    if differs {
+        let node = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        return copy_attrs(node.as_fd(), want);
+    }
+    if have.st_mtime != want.st_mtime || have.st_mtime_nsec != want.st_mtime_nsec {
+        rustix::fs::utimensat(dir, name, &times_of(want), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    Ok(())
 }
 
 impl Target for DirTarget {
@@ -588,6 +791,15 @@ impl Target for DirTarget {
     ) -> io::Result<()> {
         let src = Tree::open(source)?;
         let t = self.tree()?;
+        let walk = Walk {
+            t: &t,
+            dirty: known_dirty,
+            links: Mutex::new(HashMap::new()),
+            progress,
+            io,
+            failures: AtomicU64::new(0),
+            first_failure: Mutex::new(None),
+        };
         // Parents first, so `rel` has somewhere to go.
         let mut parent = PathBuf::new();
         let comps: Vec<_> = rel.components().collect();
@@ -603,26 +815,40 @@ impl Target for DirTarget {
                 // The parent is gone (or not a directory) in SOURCE: so is
                 // `rel`; reconciling the parent removes it.
                 _ => {
-                    return self.reconcile_entry(
-                        &src,
-                        &t,
-                        &parent,
-                        known_dirty,
-                        &mut HashMap::new(),
-                        progress,
-                        io,
-                    );
+                    let (sdir, name) = src.parent(&parent)?;
+                    let (tdir, _) = t.parent(&parent)?;
+                    let dirs = At {
+                        src: sdir.as_fd(),
+                        dst: tdir.as_fd(),
+                    };
+                    self.reconcile_entry(&walk, dirs, &name, &parent)?;
+                    return walk.error().map_or(Ok(()), Err);
                 }
             }
         }
-        let mut links = HashMap::new();
-        self.reconcile_entry(&src, &t, rel, known_dirty, &mut links, progress, io)?;
-        // The parent's contents may have changed: its times follow SOURCE.
-        if let Some(p) = rel.parent() {
-            if let (Ok(Some(s)), Ok(node)) = (src.lstat(p), t.node(p)) {
-                rustix::fs::utimensat(node.as_fd(), "", &times_of(&s), AtFlags::EMPTY_PATH)?;
-            }
+        if rel.components().next().is_none() {
+            // The root: its entries, then its own attributes.
+            let dirs = At {
+                src: src.root_fd(),
+                dst: t.root_fd(),
+            };
+            progress.entries.fetch_add(1, Ordering::Relaxed);
+            self.reconcile_children(&walk, dirs, rel, false)?;
+            let s = rustix::fs::fstat(src.root_fd())?;
+            copy_xattrs(t.root_fd(), &tree::xattrs_of(src.root_fd())?)?;
+            copy_attrs(t.root_fd(), &s)?;
+        } else {
+            let (sdir, name) = src.parent(rel)?;
+            let (tdir, _) = t.parent(rel)?;
+            let dirs = At {
+                src: sdir.as_fd(),
+                dst: tdir.as_fd(),
+            };
+            self.reconcile_entry(&walk, dirs, &name, rel)?;
+            // The parent's contents may have changed: its times follow SOURCE.
+            let s = rustix::fs::fstat(&sdir)?;
+            rustix::fs::utimensat(&tdir, "", &times_of(&s), AtFlags::EMPTY_PATH)?;
         }
-        Ok(())
+        walk.error().map_or(Ok(()), Err)
     }
 }

@@ -116,23 +116,7 @@ impl Tree {
 
     /// Names in directory `rel` (without "." and "..").
     pub fn list(&self, rel: &Path) -> io::Result<Vec<OsString>> {
-        let node = self.node(rel)?;
-        let fd = rustix::fs::openat(
-            &node,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut names = Vec::new();
-        for e in rustix::fs::Dir::new(fd)? {
-            let e = e?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(OsStr::from_bytes(n).to_os_string());
-            }
-        }
-        names.sort();
-        Ok(names)
+        list_at(self.node(rel)?.as_fd())
     }
 
     /// Removes `rel` whatever it is, directories recursively; a missing
@@ -164,25 +148,81 @@ impl Tree {
     }
 }
 
+/// Names in the directory `dir` (sorted, without "." and "..").
+pub fn list_at(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for e in rustix::fs::Dir::new(fd)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Whether an xattr call follows a final symlink: yes for a descriptor's
+/// magic link (which lands on the inode itself), never for a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    Yes,
+    No,
+}
+
+/// The extended attributes of the inode behind `node`, as sorted (name,
+/// value) pairs.
 pub fn xattrs_of(node: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let p = Tree::proc_path(node);
-    let n = match rustix::fs::listxattr_query(&p) {
+    xattrs_path(&Tree::proc_path(node), Follow::Yes)
+}
+
+/// The extended attributes of `name` in `dir` (a symlink's own).
+pub fn xattrs_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_path(&Tree::proc_path(dir).join(name), Follow::No)
+}
+
+pub fn xattrs_path(p: &Path, follow: Follow) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let follows = follow == Follow::Yes;
+    let list_query = |p: &Path| match follows {
+        true => rustix::fs::listxattr_query(p),
+        false => rustix::fs::llistxattr_query(p),
+    };
+    let list = |p: &Path, b: &mut [u8]| match follows {
+        true => rustix::fs::listxattr(p, b),
+        false => rustix::fs::llistxattr(p, b),
+    };
+    let get_query = |p: &Path, n: &OsStr| match follows {
+        true => rustix::fs::getxattr_query(p, n),
+        false => rustix::fs::lgetxattr_query(p, n),
+    };
+    let get = |p: &Path, n: &OsStr, b: &mut [u8]| match follows {
+        true => rustix::fs::getxattr(p, n, b),
+        false => rustix::fs::lgetxattr(p, n, b),
+    };
+    let n = match list_query(p) {
+        Ok(0) => return Ok(Vec::new()),
         Ok(n) => n,
         Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
     let mut names = vec![0u8; n];
-    let n = rustix::fs::listxattr(&p, &mut names[..])?;
+    let n = list(p, &mut names[..])?;
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let name_os = OsStr::from_bytes(name);
-        let len = match rustix::fs::getxattr_query(&p, name_os) {
+        let len = match get_query(p, name_os) {
             Ok(l) => l,
             Err(rustix::io::Errno::NODATA) => continue,
             Err(e) => return Err(e.into()),
         };
         let mut v = vec![0u8; len];
-        let got = rustix::fs::getxattr(&p, name_os, &mut v[..])?;
+        let got = get(p, name_os, &mut v[..])?;
         v.truncate(got);
         out.push((name.to_vec(), v));
     }
