@@ -112,10 +112,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match drain(&canon, timeout) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
+                    // The status says more than the barrier's error (every
+                    // target behind, and its pending ops) when it answers.
+                    let why = behind(&canon);
+                    let why = if why.is_empty() { e } else { why };
                     eprintln!(
-                        "replicafs sync: gave up after {}: {e}{}",
-                        humantime::format_duration(timeout),
-                        behind(&canon)
+                        "replicafs sync: gave up after {}: {why}",
+                        humantime::format_duration(timeout)
                     );
                     Ok(ExitCode::from(1))
                 }
@@ -221,14 +224,15 @@ fn behind(mountpoint: &Path) -> String {
         .filter(|t| t.state != "in_sync")
         .map(|t| {
             format!(
-                "; target {}: {}, {} pending ops, last error: {}",
+                "target {}: {}, {} pending ops, last error: {}",
                 t.target,
                 t.state,
                 t.pending_ops,
                 t.last_error.as_deref().unwrap_or("none")
             )
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Asks the mount's process to wait until every target has everything.

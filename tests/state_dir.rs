@@ -653,3 +653,38 @@ fn three_targets_checkpoint_without_errors() {
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "errors logged:\n{}", errors.join("\n"));
 }
+
+#[test]
+fn a_sync_that_gives_up_says_why() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture();
+        return;
+    }
+    let d = Dirs::new();
+    let _c = Cleanup(d.p("mnt"));
+    mount_ok(&d, &d.p("state"));
+    run_ok(&["sync", &d.s("mnt")]);
+    // The target goes away: what is written now cannot reach it.
+    std::fs::rename(d.p("target"), d.p("target.away")).unwrap();
+    std::fs::write(d.p("mnt/f"), b"stuck").unwrap();
+    let start = Instant::now();
+    let out = bin()
+        .args(["sync", &d.s("mnt"), "--timeout", "2s"])
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "gave up after 2s",
+        &format!("target {}: failing", d.s("target")),
+        "pending ops",
+        "last error: ",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    std::fs::rename(d.p("target.away"), d.p("target")).unwrap();
+    run_ok(&["sync", &d.s("mnt")]);
+    unmount(&d);
+}
