@@ -86,11 +86,10 @@ pub fn serve(
     state_dir.make_private(SOCKET)?;
     let link = link_for(mountpoint);
     if let Some(dir) = link.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        // Held to the state dir's rules: in a runtime dir another user
+        // controls (say a pre-made /tmp/replicafs-UID), they could point
+        // the link at a socket of theirs and answer `sync` for us.
+        StateDir::open(dir)?;
     }
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&socket, &link)
@@ -181,7 +180,9 @@ fn accept_loop(listener: UnixListener, handler: Arc<dyn Handler>) {
     }
 }
 
-/// Whether the peer may use the socket: its uid is ours or root's.
+/// Whether the peer may be talked to: its uid is ours or root's (the same
+/// rule for the daemon about its clients and for a client about the
+/// daemon).
 #[cfg(target_os = "linux")]
 fn peer_allowed(conn: &UnixStream) -> Result<(), String> {
     let cred = rustix::net::sockopt::socket_peercred(conn)
@@ -241,6 +242,17 @@ pub fn request(
             format!(
                 "no replicafs process answers for {} ({}: {e}); was it mounted by this version, as this user?",
                 mountpoint.display(),
+                link.display()
+            ),
+        )
+    })?;
+    // The other end must be a daemon we trust (ours or root's), or its
+    // "ok" to a `sync` would mean nothing.
+    peer_allowed(&conn).map_err(|who| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by {who}, not by this user or root: not asking it",
                 link.display()
             ),
         )
