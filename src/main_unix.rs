@@ -296,8 +296,8 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
         let _ = std::env::set_current_dir("/");
     }
     // Created files get exactly the mode the caller asked for: the kernel
-    // already applied the caller's umask.
-    // State files get their own modes (0600, 0700) whatever the umask.
+    // already applied the caller's umask. (State files are created with
+    // their own exact modes, 0600 and 0700, whatever the umask.)
     rustix::process::umask(rustix::fs::Mode::empty());
     let spec = replicafs::mount::MountSpec {
         source: cfg.source.clone(),

@@ -86,22 +86,28 @@ fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
 
 /// Splits off recovered records naming a path outside the tree (a
 /// corrupt or crafted journal): they can never apply, and retrying them
-/// would keep the target failing forever. Each is logged; returns how
-/// many were dropped.
+/// would keep the target failing forever. One error for all of them (each
+/// at debug level); returns how many were dropped.
 fn drop_invalid_records(records: &mut Vec<crate::journal::record::Record>) -> u64 {
+    let mut first = None;
     let before = records.len();
     records.retain(|r| match r.op.invalid_path() {
         None => true,
         Some(p) => {
-            tracing::error!(
-                seq = r.seq,
-                "journal record names a path outside the tree ({}): dropped, not replayed",
-                p.display()
-            );
+            tracing::debug!(seq = r.seq, op = ?r.op, "invalid journal record dropped");
+            first.get_or_insert_with(|| format!("seq {}: {}", r.seq, p.display()));
             false
         }
     });
-    (before - records.len()) as u64
+    let dropped = (before - records.len()) as u64;
+    if let Some(first) = first {
+        tracing::error!(
+            dropped,
+            "journal records naming a path outside the tree (first: {first}) dropped, \
+             not replayed: the journal is corrupt or was tampered with"
+        );
+    }
+    dropped
 }
 
 struct ControlHandler {

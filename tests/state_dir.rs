@@ -616,6 +616,17 @@ fn a_journal_record_outside_the_tree_is_dropped_not_retried() {
         std::thread::sleep(Duration::from_millis(20));
     }
     unmount(&d);
+    let log = std::fs::read_to_string(state.join("replicafs.log")).unwrap();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("outside the tree"))
+        .collect();
+    assert_eq!(
+        said.len(),
+        1,
+        "not one error for the dropped records:\n{log}"
+    );
+    assert!(said[0].contains("dropped=2"), "{}", said[0]);
     assert!(!d.p("outside").exists());
     assert!(!Path::new("/etc/replicafs-test").exists());
     // The next mount does not meet them again.
