@@ -13,7 +13,6 @@
 //! umask 0 for the passthrough's creation semantics). See docs/security.md.
 
 use std::io;
-use std::path::{Path, PathBuf};
 
 #[cfg(not(unix))]
 mod portable;
@@ -25,16 +24,6 @@ pub use portable::StateDir;
 #[cfg(unix)]
 pub use unix::StateDir;
 
-/// The temporary name `write_atomic` uses for `name`.
-fn tmp_name(name: &str) -> String {
-    format!("{name}.tmp")
-}
-
-/// `what` in errors about an entry of `dir`.
-fn entry(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
-
 /// Reads a whole small file of `dir`, `None` when it does not exist.
 pub fn read_optional(dir: &StateDir, name: &str) -> io::Result<Option<Vec<u8>>> {
     use std::io::Read;
@@ -42,7 +31,7 @@ pub fn read_optional(dir: &StateDir, name: &str) -> io::Result<Option<Vec<u8>>> 
         Ok(mut f) => {
             let mut buf = Vec::new();
             f.read_to_end(&mut buf)
-                .map_err(|e| crate::error::context(entry(dir.path(), name).display(), e))?;
+                .map_err(|e| crate::error::context(dir.path().join(name).display(), e))?;
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -55,9 +44,9 @@ pub fn read_optional(dir: &StateDir, name: &str) -> io::Result<Option<Vec<u8>>> 
 /// directory. Callers that may race on one name serialize themselves.
 pub fn write_atomic(dir: &StateDir, name: &str, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let tmp = tmp_name(name);
+    let tmp = format!("{name}.tmp");
     let mut f = dir.create_new(&tmp)?;
-    let path = entry(dir.path(), &tmp);
+    let path = dir.path().join(&tmp);
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .map_err(|e| crate::error::context(path.display(), e))?;
@@ -70,6 +59,7 @@ pub fn write_atomic(dir: &StateDir, name: &str, data: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
 
     fn mode(p: &Path) -> u32 {
         std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
