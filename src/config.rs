@@ -120,9 +120,7 @@ impl RsyncUrl {
         };
         let path = path.trim_end_matches('/');
         let (module, sub) = path.split_once('/').unwrap_or((path, ""));
-        if module.is_empty() {
-            return Err(bad("no module"));
-        }
+        check_module(module).map_err(|why| bad(&why))?;
         let sub = sub.trim_matches('/');
         if sub.split('/').any(|c| c == "..") {
             return Err(bad("'..' in the path"));
@@ -135,6 +133,29 @@ impl RsyncUrl {
             path: sub.to_string(),
         })
     }
+}
+
+/// A module name as an rsync daemon can define it (`[NAME]` in
+/// rsyncd.conf: no `/` or `]`, no leading or trailing blanks), and not a
+/// path component that climbs: `.` and `..` are refused like `..` in the
+/// path, as are blanks and control characters anywhere.
+fn check_module(module: &str) -> std::result::Result<(), String> {
+    if module.is_empty() {
+        return Err("no module".into());
+    }
+    if module == "." || module == ".." {
+        return Err(format!("module '{module}' is not a module name"));
+    }
+    if let Some(c) = module
+        .chars()
+        .find(|&c| c.is_control() || c.is_whitespace() || matches!(c, '[' | ']' | '\\'))
+    {
+        return Err(format!(
+            "module '{}' contains {c:?}, which rsync module names cannot",
+            module.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// FUSE options from `-o`, checked against what we support.
@@ -524,6 +545,12 @@ mod tests {
             "rsync://h/",
             "rsync://@h/m",
             "rsync://h/m/../x",
+            "rsync://h/..",
+            "rsync://h/../etc",
+            "rsync://h/./x",
+            "rsync://h/a b",
+            "rsync://h/a]",
+            "rsync://h/a\tb/x",
             "http://h/m",
         ] {
             assert!(RsyncUrl::parse(bad).is_err(), "{bad} accepted");

@@ -5,12 +5,31 @@
 //!
 //! Protocol: one request line (`sync MILLIS`, `status`), one reply line:
 //! `ok`, `ok JSON` or `err MESSAGE`.
+//!
+//! Access: the socket is 0600 in the private state dir, and each peer's
+//! uid is checked (`SO_PEERCRED`, Linux): only the daemon's own user and
+//! root are answered; others are closed at once and logged, rate-limited.
+//! A request line must arrive within [`REQUEST_TIMEOUT`], and at most
+//! [`MAX_CONNECTIONS`] are served at once (more get an `err` line and are
+//! closed), so idle connections cannot pile up threads.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::state_dir::StateDir;
+
+/// How long a connection may take to send its request line.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; a slow `sync` holds one.
+pub const MAX_CONNECTIONS: usize = 32;
+/// At most one warning about refused peers per this long.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+const SOCKET: &str = "control.sock";
 
 /// Answers requests; implemented by the mount.
 pub trait Handler: Send + Sync + 'static {
@@ -53,42 +72,143 @@ impl Drop for Server {
 }
 
 /// Serves `handler` for `mountpoint` on `state_dir/control.sock`.
-pub fn serve(mountpoint: &Path, state_dir: &Path, handler: Arc<dyn Handler>) -> io::Result<Server> {
-    let socket = state_dir.join("control.sock");
-    let _ = std::fs::remove_file(&socket);
+pub fn serve(
+    mountpoint: &Path,
+    state_dir: &StateDir,
+    handler: Arc<dyn Handler>,
+) -> io::Result<Server> {
+    let socket = state_dir.path().join(SOCKET);
+    state_dir.remove(SOCKET)?;
     let listener = UnixListener::bind(&socket)
         .map_err(|e| crate::error::context(format_args!("listen on {}", socket.display()), e))?;
+    // bind(2) applies the umask (0 in the daemon) to 0777; the state dir
+    // is private, so nobody else can swap the socket before this.
+    state_dir.make_private(SOCKET)?;
     let link = link_for(mountpoint);
     if let Some(dir) = link.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        // Held to the state dir's rules: in a runtime dir another user
+        // controls (say a pre-made /tmp/replicafs-UID), they could point
+        // the link at a socket of theirs and answer `sync` for us.
+        StateDir::open(dir)?;
     }
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&socket, &link)
         .map_err(|e| crate::error::context(format_args!("link {}", link.display()), e))?;
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                let h = Arc::clone(&handler);
-                // A slow `sync` must not hold up `status`.
-                let _ = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || {
-                        if let Err(e) = answer(conn, h.as_ref()) {
-                            tracing::debug!("control connection: {e}");
-                        }
-                    });
-            }
-        })?;
+        .spawn(move || accept_loop(listener, handler))?;
     Ok(Server { socket, link })
 }
 
+/// Decrements the count of served connections when a connection ends
+/// (or its thread could not be started).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Peers refused since the last warning, for rate-limited logging.
+#[derive(Default)]
+struct Refusals {
+    last_warned: Option<Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        self.since += 1;
+        if self
+            .last_warned
+            .is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY)
+        {
+            tracing::debug!("control socket: refused: {why}");
+            return;
+        }
+        tracing::warn!(
+            refused = self.since,
+            "control socket: refused a connection: {why} (only uid {} and root are answered)",
+            rustix::process::geteuid().as_raw()
+        );
+        self.last_warned = Some(Instant::now());
+        self.since = 0;
+    }
+}
+
+fn accept_loop(listener: UnixListener, handler: Arc<dyn Handler>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut refusals = Refusals::default();
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, say: do not spin on it.
+                tracing::debug!("control socket: accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if let Err(why) = peer_allowed(&conn) {
+            refusals.note(&why);
+            continue;
+        }
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&conn).write_all(
+                format!("err too many control connections ({MAX_CONNECTIONS} open); try again\n")
+                    .as_bytes(),
+            );
+            continue;
+        }
+        let slot = Slot(Arc::clone(&active));
+        let h = Arc::clone(&handler);
+        // A slow `sync` must not hold up `status`.
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(e) = answer(conn, h.as_ref()) {
+                    tracing::debug!("control connection: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("control socket: cannot start a thread: {e}");
+        }
+    }
+}
+
+/// Whether the peer may be talked to: its uid is ours or root's (the same
+/// rule for the daemon about its clients and for a client about the
+/// daemon).
+#[cfg(target_os = "linux")]
+fn peer_allowed(conn: &UnixStream) -> Result<(), String> {
+    let cred = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    let me = rustix::process::geteuid();
+    if cred.uid == me || cred.uid.is_root() {
+        Ok(())
+    } else {
+        Err(format!(
+            "peer uid {} (pid {})",
+            cred.uid.as_raw(),
+            cred.pid.as_raw_nonzero()
+        ))
+    }
+}
+
+/// Elsewhere the socket's mode (0600, in a private directory) is the
+/// check: there is no safe `getpeereid` wrapper to ask with.
+#[cfg(not(target_os = "linux"))]
+fn peer_allowed(_conn: &UnixStream) -> Result<(), String> {
+    Ok(())
+}
+
 fn answer(conn: UnixStream, h: &dyn Handler) -> io::Result<()> {
+    conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    conn.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(&conn).take(4096).read_line(&mut line)?;
     let mut words = line.split_whitespace();
@@ -122,6 +242,17 @@ pub fn request(
             format!(
                 "no replicafs process answers for {} ({}: {e}); was it mounted by this version, as this user?",
                 mountpoint.display(),
+                link.display()
+            ),
+        )
+    })?;
+    // The other end must be a daemon we trust (ours or root's), or its
+    // "ok" to a `sync` would mean nothing.
+    peer_allowed(&conn).map_err(|who| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by {who}, not by this user or root: not asking it",
                 link.display()
             ),
         )

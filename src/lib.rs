@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod journal;
 pub mod mountinfo;
+pub mod state_dir;
 
 // The filesystem, the engine and everything around them are Unix-only
 // until the WinFsp adapter exists; on Windows the library is the

@@ -108,10 +108,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
         } => {
             let canon = require_our_mount(&mountpoint)?;
-            match drain(&canon, timeout.unwrap_or(Duration::from_secs(24 * 3600))) {
+            let timeout = timeout.unwrap_or(SYNC_TIMEOUT);
+            match drain(&canon, timeout) {
                 Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(e) => {
-                    eprintln!("replicafs sync: {e}");
+                    // The status says more than the barrier's error (every
+                    // target behind, and its pending ops) when it answers.
+                    let why = behind(&canon);
+                    let why = if why.is_empty() { e } else { why };
+                    eprintln!(
+                        "replicafs sync: gave up after {}: {why}",
+                        humantime::format_duration(timeout)
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
@@ -196,6 +204,37 @@ fn wait_exit(pid: u32, timeout: Duration) {
     eprintln!("replicafs: the process of the mount (pid {pid}) is still finishing");
 }
 
+/// How long `replicafs sync` waits by default (as long as unmounting
+/// waits for the targets).
+const SYNC_TIMEOUT: Duration = replicafs::mount::DRAIN_TIMEOUT;
+
+/// What the targets that are not in sync are doing, for a barrier that
+/// gave up: state, pending operations, last error.
+fn behind(mountpoint: &Path) -> String {
+    let Ok(Ok(reply)) =
+        replicafs::control::request(mountpoint, "status", Some(Duration::from_secs(5)))
+    else {
+        return String::new();
+    };
+    let Ok(st) = serde_json::from_str::<replicafs::sync::status::Status>(&reply) else {
+        return String::new();
+    };
+    st.targets
+        .iter()
+        .filter(|t| t.state != "in_sync")
+        .map(|t| {
+            format!(
+                "target {}: {}, {} pending ops, last error: {}",
+                t.target,
+                t.state,
+                t.pending_ops,
+                t.last_error.as_deref().unwrap_or("none")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Asks the mount's process to wait until every target has everything.
 fn drain(mountpoint: &Path, timeout: Duration) -> Result<(), String> {
     let ms = timeout.as_millis().min(u128::from(u64::MAX)) as u64;
@@ -238,7 +277,9 @@ fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
 
 fn mount(args: &MountArgs) -> Result<ExitCode> {
     let cfg = MountConfig::from_args(args)?;
-    create_private_dir(&cfg.state_dir)?;
+    // Checked here too, not only by the mount: the log of `--daemon` goes
+    // into it, and the refusal should reach the terminal.
+    let state = replicafs::state_dir::StateDir::open(&cfg.state_dir)?;
     for t in &cfg.targets {
         if let Target::Dir(d) = t {
             std::fs::create_dir_all(d).with_context(|| format!("create target {}", d.display()))?;
@@ -246,7 +287,7 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
     }
     let detached = std::env::var_os(DETACHED_ENV).is_some();
     if cfg.daemon && !detached {
-        return start_daemon(&cfg);
+        return start_daemon(&cfg, &state);
     }
     if detached {
         // Leave the caller's session and working directory: the daemon must
@@ -255,7 +296,8 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
         let _ = std::env::set_current_dir("/");
     }
     // Created files get exactly the mode the caller asked for: the kernel
-    // already applied the caller's umask.
+    // already applied the caller's umask. (State files are created with
+    // their own exact modes, 0600 and 0700, whatever the umask.)
     rustix::process::umask(rustix::fs::Mode::empty());
     let spec = replicafs::mount::MountSpec {
         source: cfg.source.clone(),
@@ -271,24 +313,11 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("create state dir {}", dir.display()))
-}
-
 /// Starts this same command again in the background, without `--daemon`,
 /// logging to the state dir, and returns once its mount answers requests.
-fn start_daemon(cfg: &MountConfig) -> Result<ExitCode> {
+fn start_daemon(cfg: &MountConfig, state: &replicafs::state_dir::StateDir) -> Result<ExitCode> {
     let log_path = cfg.state_dir.join("replicafs.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("open log {}", log_path.display()))?;
+    let log = state.open_append("replicafs.log").context("open the log")?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let args: Vec<OsString> = std::env::args_os()
         .skip(1)

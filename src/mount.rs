@@ -15,6 +15,7 @@ use crate::fs::fuse::{FuseAdapter, FuseOptions, FuseStats};
 use crate::fs::passthrough::{Options, Passthrough};
 use crate::fs::recording::Recording;
 use crate::journal::Journal;
+use crate::state_dir::StateDir;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
 use crate::target::Target;
@@ -55,15 +56,8 @@ pub struct Replication {
 
 /// Takes the state dir's lock, waiting a little for a previous process
 /// that is still finishing (draining, checkpointing) to let go.
-fn lock_state_dir(dir: &Path) -> io::Result<std::fs::File> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| context(format_args!("open {}", path.display()), e))?;
+fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
+    let f = dir.open_lock("lock")?;
     let start = Instant::now();
     loop {
         match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
@@ -76,13 +70,44 @@ fn lock_state_dir(dir: &Path) -> io::Result<std::fs::File> {
                     io::ErrorKind::ResourceBusy,
                     format!(
                         "state dir {} is in use by another replicafs process",
-                        dir.display()
+                        dir.path().display()
                     ),
                 ));
             }
-            Err(e) => return Err(context(format_args!("lock {}", path.display()), e.into())),
+            Err(e) => {
+                return Err(context(
+                    format_args!("lock {}", dir.path().join("lock").display()),
+                    e.into(),
+                ));
+            }
         }
     }
+}
+
+/// Splits off recovered records naming a path outside the tree (a
+/// corrupt or crafted journal): they can never apply, and retrying them
+/// would keep the target failing forever. One error for all of them (each
+/// at debug level); returns how many were dropped.
+fn drop_invalid_records(records: &mut Vec<crate::journal::record::Record>) -> u64 {
+    let mut first = None;
+    let before = records.len();
+    records.retain(|r| match r.op.invalid_path() {
+        None => true,
+        Some(p) => {
+            tracing::debug!(seq = r.seq, op = ?r.op, "invalid journal record dropped");
+            first.get_or_insert_with(|| format!("seq {}: {}", r.seq, p.display()));
+            false
+        }
+    });
+    let dropped = (before - records.len()) as u64;
+    if let Some(first) = first {
+        tracing::error!(
+            dropped,
+            "journal records naming a path outside the tree (first: {first}) dropped, \
+             not replayed: the journal is corrupt or was tampered with"
+        );
+    }
+    dropped
 }
 
 struct ControlHandler {
@@ -100,6 +125,7 @@ impl ControlHandler {
             consistency: format!("{:?}", self.consistency).to_lowercase(),
             io_backend: self.engine.io_backend().into(),
             pid: std::process::id(),
+            invalid_records_dropped: self.engine.invalid_records_dropped(),
             targets: self.engine.target_status(),
         }
     }
@@ -145,16 +171,18 @@ impl Replication {
     /// Opens the journal and the targets, decides what the start-up
     /// reconcile covers, and starts the workers and the control socket.
     pub fn start(spec: &MountSpec) -> io::Result<Replication> {
-        let lock = lock_state_dir(&spec.state_dir)?;
+        let state = StateDir::open(&spec.state_dir)?;
+        let lock = lock_state_dir(&state)?;
         let targets = spec
             .targets
             .iter()
             .map(|t| open_target(t, spec))
             .collect::<io::Result<Vec<_>>>()?;
-        let (journal, rec) = Journal::open(&spec.state_dir.join("journal"))?;
+        let (journal, mut rec) = Journal::open(state.subdir("journal")?)?;
+        let invalid = drop_invalid_records(&mut rec.records);
         let names: String = spec.targets.iter().map(|t| format!("{t}\n")).collect();
-        let names_file = spec.state_dir.join("targets");
-        let same_targets = std::fs::read_to_string(&names_file).is_ok_and(|s| s == names);
+        let same_targets = crate::state_dir::read_optional(&state, "targets")?
+            .is_some_and(|s| s == names.as_bytes());
         let startup = if rec.existed && same_targets && rec.same_boot && !rec.clean {
             let paths: BTreeSet<PathBuf> = rec
                 .records
@@ -190,7 +218,7 @@ impl Replication {
             tracing::info!("reconciling every target with SOURCE: {why}");
             Startup::Full
         };
-        std::fs::write(&names_file, names)?;
+        crate::state_dir::write_atomic(&state, "targets", names.as_bytes())?;
         let io = crate::backend::select(spec.io);
         tracing::info!(
             io_backend = io.name(),
@@ -198,10 +226,11 @@ impl Replication {
             spec.targets.len()
         );
         let engine = Engine::new(&spec.source, journal, targets, io);
+        engine.count_invalid_records(invalid);
         let handles = engine.start(startup)?;
         let control = crate::control::serve(
             &spec.mountpoint,
-            &spec.state_dir,
+            &state,
             Arc::new(ControlHandler {
                 engine: Arc::clone(&engine),
                 mountpoint: spec.mountpoint.display().to_string(),

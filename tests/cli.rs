@@ -95,6 +95,14 @@ fn invalid_invocations_exit_2_naming_the_problem() {
         ),
         (m(&[&src, &mnt, "--target", "rsync://host"]), "no module"),
         (
+            m(&[&src, &mnt, "--target", "rsync://host/../etc"]),
+            "module '..' is not a module name",
+        ),
+        (
+            m(&[&src, &mnt, "--target", "rsync://host/./x"]),
+            "module '.' is not a module name",
+        ),
+        (
             m(&[&src, &mnt, "--target", "rsync://host:70000/mod"]),
             "port '70000'",
         ),
@@ -175,6 +183,10 @@ fn invalid_invocations_exit_2_naming_the_problem() {
         (
             vec!["verify".into(), src.clone(), "rsync://h".into()],
             "no module",
+        ),
+        (
+            vec!["verify".into(), src.clone(), "rsync://h/..".into()],
+            "module '..' is not a module name",
         ),
         (vec!["bogus".into()], "bogus"),
         (vec![], "no command given"),

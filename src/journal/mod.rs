@@ -12,14 +12,14 @@
 pub mod extents;
 pub mod record;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::context;
+use crate::state_dir::{self, StateDir};
 use record::{Op, Record};
 
 /// How often appended records are made durable.
@@ -35,10 +35,15 @@ struct Active {
 }
 
 pub struct Journal {
-    dir: PathBuf,
+    dir: StateDir,
     active: Mutex<Active>,
     next_seq: AtomicU64,
     checkpoint: AtomicU64,
+    /// Held while the checkpoint is written: the worker of every target
+    /// moves it, and one write must never overtake another (an older
+    /// checkpoint renamed over a newer one, or two writers sharing one
+    /// temporary file).
+    checkpoint_writer: Mutex<()>,
     dirty: AtomicBool,
 }
 
@@ -63,63 +68,52 @@ fn seg_name(first: u64) -> String {
     format!("seg-{first:020}.log")
 }
 
+fn seg_first(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
+
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-/// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir).
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+fn read_text(dir: &StateDir, name: &str) -> io::Result<Option<String>> {
+    Ok(state_dir::read_optional(dir, name)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`, returning what a previous
-    /// run left. Torn tails are cut off; the clean marker is consumed.
-    pub fn open(dir: &Path) -> io::Result<(Journal, Recovered)> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| context(format_args!("create journal dir {}", dir.display()), e))?;
+    /// Opens (or creates) the journal in `dir` (the state dir's
+    /// `journal`), returning what a previous run left. Torn tails are cut
+    /// off; the clean marker is consumed.
+    pub fn open(dir: StateDir) -> io::Result<(Journal, Recovered)> {
         let mut rec = Recovered::default();
-        let cp_path = dir.join("checkpoint");
-        if let Ok(s) = std::fs::read_to_string(&cp_path) {
+        if let Some(s) = read_text(&dir, "checkpoint")? {
             rec.existed = true;
             rec.checkpoint = s.trim().parse().unwrap_or(0);
         }
-        let clean_path = dir.join("clean");
-        rec.clean = clean_path.exists();
-        rec.same_boot =
-            std::fs::read_to_string(dir.join("boot_id")).is_ok_and(|b| b.trim() == boot_id());
-        let mut segs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let first = name
-                    .strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()?;
-                Some((first, e.path()))
-            })
+        rec.clean = dir.exists("clean")?;
+        rec.same_boot = read_text(&dir, "boot_id")?.is_some_and(|b| b.trim() == boot_id());
+        let mut segs: Vec<(u64, String)> = dir
+            .names()?
+            .into_iter()
+            .filter_map(|n| Some((seg_first(&n)?, n)))
             .collect();
         segs.sort();
         rec.existed |= !segs.is_empty();
         let mut last_seq = rec.checkpoint;
-        for (_, path) in &segs {
+        for (_, name) in &segs {
             let mut buf = Vec::new();
-            File::open(path)?.read_to_end(&mut buf)?;
+            dir.open_read(name)?
+                .read_to_end(&mut buf)
+                .map_err(|e| context(dir.path().join(name).display(), e))?;
             let (records, valid) = record::decode_all(&buf);
             if valid < buf.len() {
                 rec.torn_bytes += (buf.len() - valid) as u64;
-                let f = OpenOptions::new().write(true).open(path)?;
+                let f = dir.open_write(name)?;
                 f.set_len(valid as u64)?;
                 f.sync_all()?;
             }
@@ -132,15 +126,12 @@ impl Journal {
         }
         // A fresh segment for this run.
         let first = last_seq + 1;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(seg_name(first)))?;
-        let _ = std::fs::remove_file(&clean_path);
-        write_atomic(&dir.join("boot_id"), boot_id().as_bytes())?;
-        File::open(dir)?.sync_all()?;
+        let file = dir.open_append(&seg_name(first))?;
+        dir.remove("clean")?;
+        state_dir::write_atomic(&dir, "boot_id", boot_id().as_bytes())?;
+        dir.sync()?;
         let journal = Journal {
-            dir: dir.to_path_buf(),
+            dir,
             active: Mutex::new(Active {
                 file,
                 first_seq: first,
@@ -149,6 +140,7 @@ impl Journal {
             }),
             next_seq: AtomicU64::new(first),
             checkpoint: AtomicU64::new(rec.checkpoint),
+            checkpoint_writer: Mutex::new(()),
             dirty: AtomicBool::new(false),
         };
         Ok((journal, rec))
@@ -170,8 +162,12 @@ impl Journal {
             },
             buf,
         );
-        file.write_all(buf)
-            .map_err(|e| context(format_args!("append to journal {}", self.dir.display()), e))?;
+        file.write_all(buf).map_err(|e| {
+            context(
+                format_args!("append to journal {}", self.dir.path().display()),
+                e,
+            )
+        })?;
         *size += buf.len() as u64;
         self.dirty.store(true, Ordering::Release);
         if a.size >= SEGMENT_BYTES {
@@ -182,10 +178,7 @@ impl Journal {
 
     fn rotate(&self, a: &mut Active, first: u64) -> io::Result<()> {
         a.file.sync_data()?;
-        a.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(seg_name(first)))?;
+        a.file = self.dir.open_append(&seg_name(first))?;
         a.first_seq = first;
         a.size = 0;
         Ok(())
@@ -216,28 +209,31 @@ impl Journal {
     /// no longer needed. Persists the checkpoint and deletes whole segments
     /// below it.
     pub fn set_checkpoint(&self, seq: u64) -> io::Result<()> {
+        let _writer = self
+            .checkpoint_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if seq <= self.checkpoint.load(Ordering::SeqCst) {
             return Ok(());
         }
-        write_atomic(&self.dir.join("checkpoint"), seq.to_string().as_bytes())?;
+        state_dir::write_atomic(&self.dir, "checkpoint", seq.to_string().as_bytes())?;
         self.checkpoint.store(seq, Ordering::SeqCst);
         let active_first = self
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .first_seq;
-        let mut segs: Vec<u64> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                n.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
-            })
+        let mut segs: Vec<u64> = self
+            .dir
+            .names()?
+            .iter()
+            .filter_map(|n| seg_first(n))
             .collect();
         segs.sort();
         // A segment can go when the next one starts at or below seq + 1.
         for w in segs.windows(2) {
             if w[1] <= seq + 1 && w[0] != active_first {
-                let _ = std::fs::remove_file(self.dir.join(seg_name(w[0])));
+                let _ = self.dir.remove(&seg_name(w[0]));
             }
         }
         Ok(())
@@ -246,7 +242,7 @@ impl Journal {
     /// Records a clean shutdown: everything is on every target.
     pub fn mark_clean(&self) -> io::Result<()> {
         self.commit()?;
-        write_atomic(&self.dir.join("clean"), b"clean\n")
+        state_dir::write_atomic(&self.dir, "clean", b"clean\n")
     }
 }
 
@@ -254,6 +250,12 @@ impl Journal {
 mod tests {
     use super::*;
     use record::Op;
+    use std::fs::OpenOptions;
+    use std::sync::Arc;
+
+    fn open(p: &std::path::Path) -> (Journal, Recovered) {
+        Journal::open(StateDir::open(p).unwrap()).unwrap()
+    }
 
     fn op(i: u64) -> Op {
         Op::Write {
@@ -266,14 +268,14 @@ mod tests {
     #[test]
     fn records_survive_reopen_and_the_checkpoint_trims_them() {
         let d = tempfile::tempdir().unwrap();
-        let (j, rec) = Journal::open(d.path()).unwrap();
+        let (j, rec) = open(d.path());
         assert!(!rec.existed);
         for i in 0..10 {
             assert_eq!(j.append(&op(i)).unwrap(), i + 1);
         }
         j.set_checkpoint(4).unwrap();
         drop(j); // no clean marker: as after kill -9
-        let (j, rec) = Journal::open(d.path()).unwrap();
+        let (j, rec) = open(d.path());
         assert!(rec.existed && !rec.clean && rec.same_boot);
         assert_eq!(rec.checkpoint, 4);
         assert_eq!(
@@ -284,7 +286,7 @@ mod tests {
         j.set_checkpoint(10).unwrap();
         j.mark_clean().unwrap();
         drop(j);
-        let (_, rec) = Journal::open(d.path()).unwrap();
+        let (_, rec) = open(d.path());
         assert!(rec.clean);
         assert!(rec.records.is_empty());
     }
@@ -292,7 +294,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off() {
         let d = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(d.path()).unwrap();
+        let (j, _) = open(d.path());
         j.append(&op(1)).unwrap();
         j.append(&op(2)).unwrap();
         drop(j);
@@ -305,7 +307,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
         f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
-        let (j, rec) = Journal::open(d.path()).unwrap();
+        let (j, rec) = open(d.path());
         assert_eq!(rec.records.len(), 2);
         assert_eq!(rec.torn_bytes, 6);
         assert_eq!(j.append(&op(3)).unwrap(), 3);
@@ -314,7 +316,7 @@ mod tests {
     #[test]
     fn old_segments_are_deleted_once_checkpointed() {
         let d = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(d.path()).unwrap();
+        let (j, _) = open(d.path());
         let big = Op::SetXattr {
             path: "f".into(),
             name: b"user.x".to_vec(),
@@ -337,5 +339,50 @@ mod tests {
             })
             .count();
         assert!(segs <= 2, "{segs} segments left");
+    }
+
+    #[test]
+    fn concurrent_checkpoints_never_fail_nor_go_back() {
+        let d = tempfile::tempdir().unwrap();
+        let (j, _) = open(d.path());
+        for i in 0..3000 {
+            j.append(&op(i)).unwrap();
+        }
+        let j = Arc::new(j);
+        // Three targets' workers, each moving the checkpoint as its own
+        // batches finish: interleaved, overlapping sequence numbers.
+        let workers: Vec<_> = (0..3u64)
+            .map(|t| {
+                let j = Arc::clone(&j);
+                std::thread::spawn(move || {
+                    let mut errors = Vec::new();
+                    for k in 0..1000u64 {
+                        let seq = k * 3 + (t + k) % 3 + 1;
+                        if let Err(e) = j.set_checkpoint(seq) {
+                            errors.push(format!("set_checkpoint({seq}): {e}"));
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        let errors: Vec<String> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{} errors: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        let on_disk: u64 = std::fs::read_to_string(d.path().join("checkpoint"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(on_disk, j.checkpoint());
+        assert_eq!(on_disk, 3000);
+        assert!(!d.path().join("checkpoint.tmp").exists());
     }
 }

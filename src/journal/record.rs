@@ -103,6 +103,18 @@ impl Op {
             Op::Link { from, to } | Op::Rename { from, to, .. } => vec![from, to],
         }
     }
+
+    /// The first path of the op that does not stay inside the tree: an
+    /// absolute one, or one with a `..` component. The recording layer
+    /// never makes such records; a journal holding one is corrupt or
+    /// crafted, and the op can never be applied.
+    pub fn invalid_path(&self) -> Option<&Path> {
+        use std::path::Component;
+        self.paths().into_iter().find(|p| {
+            p.components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        })
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -367,6 +379,27 @@ pub fn decode_all(buf: &[u8]) -> (Vec<Record>, usize) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn paths_outside_the_tree_are_invalid() {
+        let w = |p: &str| Op::Write {
+            path: p.into(),
+            offset: 0,
+            len: 1,
+        };
+        for ok in ["a", "a/b c", "./a", ""] {
+            assert_eq!(w(ok).invalid_path(), None, "{ok:?}");
+        }
+        for bad in ["../x", "a/../../x", "/etc/shadow", "a/.."] {
+            assert!(w(bad).invalid_path().is_some(), "{bad:?}");
+        }
+        let r = Op::Rename {
+            from: "a".into(),
+            to: "../b".into(),
+            flags: 0,
+        };
+        assert_eq!(r.invalid_path(), Some(Path::new("../b")));
+    }
 
     fn arb_path() -> impl Strategy<Value = PathBuf> {
         "[a-z]{1,6}(/[a-z ]{1,6}){0,3}".prop_map(PathBuf::from)

@@ -134,6 +134,8 @@ pub struct Engine {
     stop: AtomicBool,
     /// Barriers waiting: workers sync at once instead of on their timer.
     waiters: std::sync::atomic::AtomicUsize,
+    /// Changes dropped because they name a path outside the tree.
+    invalid_dropped: AtomicU64,
 }
 
 /// How long applied changes may wait for a target sync when no barrier
@@ -187,7 +189,19 @@ impl Engine {
             io,
             stop: AtomicBool::new(false),
             waiters: std::sync::atomic::AtomicUsize::new(0),
+            invalid_dropped: AtomicU64::new(0),
         })
+    }
+
+    /// Counts records the caller dropped for naming paths outside the
+    /// tree (recovery filters the journal before the engine starts).
+    pub fn count_invalid_records(&self, n: u64) {
+        self.invalid_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records and changes dropped for naming paths outside the tree.
+    pub fn invalid_records_dropped(&self) -> u64 {
+        self.invalid_dropped.load(Ordering::Relaxed)
     }
 
     pub fn io_backend(&self) -> &'static str {
@@ -598,6 +612,18 @@ impl Engine {
                 tainted = Some(everything());
             }
             for (k, e) in batch.iter().enumerate() {
+                // No target can apply a path outside the tree, and a retry
+                // never would: drop it (once, by the first worker).
+                if let Some(p) = e.op.invalid_path() {
+                    if i == 0 {
+                        tracing::error!(
+                            "change names a path outside the tree ({}): dropped",
+                            p.display()
+                        );
+                        self.count_invalid_records(1);
+                    }
+                    continue;
+                }
                 if let Op::Resync { path } = &e.op {
                     if !self.later_touches(start + k as u64, path) {
                         let _ = self.retry(slot, "resync", || {

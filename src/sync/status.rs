@@ -9,6 +9,10 @@ pub struct Status {
     pub consistency: String,
     pub io_backend: String,
     pub pid: u32,
+    /// Journal records (or queued changes) naming a path outside the tree,
+    /// dropped instead of retried: a corrupt or crafted journal.
+    #[serde(default)]
+    pub invalid_records_dropped: u64,
     pub targets: Vec<TargetStatus>,
 }
 
@@ -40,6 +44,12 @@ impl Status {
             "{} (source {}): consistency {}, io {}, pid {}\n",
             self.mountpoint, self.source, self.consistency, self.io_backend, self.pid
         );
+        if self.invalid_records_dropped > 0 {
+            s.push_str(&format!(
+                "  {} journal record(s) naming paths outside the tree were dropped (see the log)\n",
+                self.invalid_records_dropped
+            ));
+        }
         for t in &self.targets {
             s.push_str(&format!(
                 "  {}: {}, lag {:.3}s, pending {} ops / {} bytes, replicated {} bytes",
