@@ -89,6 +89,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let pid = daemon_pid(&canon);
             let drained = drain(&canon, timeout);
             replicafs::mount::unmount(&mountpoint)?;
+            // The mount's process goes on draining after the unmount, so a
+            // barrier that gave up before it may still be met: ask again
+            // while it finishes, and report what really happened.
+            let drained = match (drained, pid) {
+                (Err(first), Some(_)) => match drain(&canon, timeout) {
+                    Ok(()) => {
+                        eprintln!(
+                            "replicafs: {}: the targets caught up after the unmount ({first} before it)",
+                            mountpoint.display()
+                        );
+                        Ok(())
+                    }
+                    Err(_) => Err(first),
+                },
+                (drained, _) => drained,
+            };
             if let Some(pid) = pid {
                 wait_exit(pid, timeout);
             }

@@ -292,3 +292,40 @@ fn sync_mode_gives_eio_when_the_target_fails() {
     assert_eq!(run_ok_or_diffs(&d), "");
     run_ok(&["unmount", &d.s("mnt")]);
 }
+
+/// `unmount` tells the truth: a target that was down when the unmount's
+/// barrier gave up, and caught up while the mount's process finished, is
+/// reported as caught up (exit 0), not as failing.
+#[test]
+fn unmount_reports_a_drain_that_finished_after_it() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture();
+        return;
+    }
+    let d = Dirs::new();
+    mount(&d);
+    std::fs::write(d.p("mnt/a"), b"a").unwrap();
+    run_ok(&["sync", &d.s("mnt"), "--timeout", "60s"]);
+    std::fs::rename(d.p("target"), d.p("target.away")).unwrap();
+    std::fs::write(d.p("mnt/b"), b"while the target is away").unwrap();
+    let mnt = d.s("mnt");
+    let unmount = std::thread::spawn(move || {
+        bin()
+            .args(["unmount", &mnt, "--timeout", "6s"])
+            .output()
+            .unwrap()
+    });
+    // The first barrier gives up at 6 s; the target is back before the
+    // mount's process stops draining.
+    std::thread::sleep(Duration::from_secs(7));
+    std::fs::create_dir(d.p("target")).unwrap();
+    let out = unmount.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "unmount: {:?}: {err}", out.status);
+    assert!(err.contains("caught up after the unmount"), "{err}");
+    assert!(!mounted(&d.p("mnt")));
+    assert_eq!(
+        std::fs::read(d.p("target/b")).unwrap(),
+        b"while the target is away"
+    );
+}
