@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
@@ -470,6 +470,14 @@ impl DirTarget {
         #[allow(clippy::unnecessary_cast)]
         let key = (s.st_dev as u64, s.st_ino as u64);
         if !is_dir(&s) && s.st_nlink > 1 {
+            if w.defer_links.load(Ordering::Relaxed) {
+                // Which name comes first is only clear in one walk order.
+                w.deferred
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(rel.to_path_buf());
+                return Ok(());
+            }
             let first = w
                 .links
                 .lock()
@@ -600,6 +608,69 @@ impl DirTarget {
         Ok(())
     }
 
+    /// The entries of the root, a few subtrees at a time on as many
+    /// threads as there are cores (a walk is mostly waiting on metadata
+    /// calls). Hard-linked names are made afterwards, in one order.
+    fn reconcile_root(&self, w: &Walk<'_>, src: &Tree, dirs: At<'_>) -> io::Result<()> {
+        let root = Path::new("");
+        let want = tree::list_at(dirs.src)?;
+        for name in tree::list_at(dirs.dst)? {
+            if want.binary_search(&name).is_err() {
+                w.t.remove_all(Path::new(&name))?;
+                w.progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WALK_THREADS);
+        let next = AtomicUsize::new(0);
+        w.defer_links.store(threads > 1, Ordering::Relaxed);
+        let each = || -> io::Result<()> {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(name) = want.get(i) else {
+                    return Ok(());
+                };
+                let child = root.join(name);
+                if let Err(e) = self.reconcile_entry(w, dirs, name, &child) {
+                    if !matches!(stat_at(dirs.src, name), Ok(None)) {
+                        w.failed(&child, e)?;
+                    }
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(each)).collect();
+            let mine = each();
+            helpers
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("reconcile thread panicked")))
+                })
+                .fold(mine, |a, b| a.and(b))
+        })?;
+        w.defer_links.store(false, Ordering::Relaxed);
+        let deferred = std::mem::take(&mut *w.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+        for rel in &deferred {
+            let (sdir, name) = src.parent(rel)?;
+            let (tdir, _) = w.t.parent(rel)?;
+            let at = At {
+                src: sdir.as_fd(),
+                dst: tdir.as_fd(),
+            };
+            if let Err(e) = self.reconcile_entry(w, at, &name, rel) {
+                if !matches!(stat_at(at.src, &name), Ok(None)) {
+                    w.failed(rel, e)?;
+                }
+            }
+            // The directory's times were set before its new name.
+            let s = rustix::fs::fstat(&sdir)?;
+            rustix::fs::utimensat(&tdir, "", &times_of(&s), AtFlags::EMPTY_PATH)?;
+        }
+        Ok(())
+    }
+
     /// Copies the blocks of SOURCE's `name` that differ from the target's
     /// (whose size was `old_size`; what lies beyond it is copied without
     /// reading), and sets the size.
@@ -673,7 +744,14 @@ struct Walk<'a> {
     io: &'a dyn FastIo,
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    /// While the walk runs on several threads, names of inodes with
+    /// several names wait in `deferred` and are linked up after it.
+    defer_links: AtomicBool,
+    deferred: Mutex<Vec<PathBuf>>,
 }
+
+/// Threads of a whole-tree reconcile, at most.
+const MAX_WALK_THREADS: usize = 4;
 
 /// More failed entries than this and the walk stops: the target itself is
 /// in trouble (full, read-only, gone).
@@ -799,6 +877,8 @@ impl Target for DirTarget {
             io,
             failures: AtomicU64::new(0),
             first_failure: Mutex::new(None),
+            defer_links: AtomicBool::new(false),
+            deferred: Mutex::new(Vec::new()),
         };
         // Parents first, so `rel` has somewhere to go.
         let mut parent = PathBuf::new();
@@ -833,7 +913,7 @@ impl Target for DirTarget {
                 dst: t.root_fd(),
             };
             progress.entries.fetch_add(1, Ordering::Relaxed);
-            self.reconcile_children(&walk, dirs, rel, false)?;
+            self.reconcile_root(&walk, &src, dirs)?;
             let s = rustix::fs::fstat(src.root_fd())?;
             copy_xattrs(t.root_fd(), &tree::xattrs_of(src.root_fd())?)?;
             copy_attrs(t.root_fd(), &s)?;
