@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
 
+use super::sparse;
 use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
 use super::{Change, Progress, Target};
 use crate::backend::FastIo;
@@ -238,7 +239,7 @@ impl DirTarget {
         }
         let src = open_subject(subject)?;
         let dst = t.open_file(rel, OFlags::WRONLY | OFlags::CREATE, 0o600)?;
-        let n = io.copy_ranges(&src, &dst, ranges)?;
+        let n = sparse::copy_ranges(io, &src, &dst, ranges)?;
         rustix::fs::futimens(&dst, &times_of(&st))?;
         Ok(n)
     }
@@ -347,7 +348,8 @@ impl DirTarget {
                     let src = open_subject(s)?;
                     let dst = t.open_file(path, OFlags::WRONLY, 0)?;
                     let end = src.metadata()?.len().min(offset.saturating_add(*len));
-                    bytes = io.copy_ranges(&src, &dst, &[(*offset, end)])?;
+                    // Holes too: a punched range stays punched.
+                    bytes = sparse::copy_ranges(io, &src, &dst, &[(*offset, end)])?;
                     if dst.metadata()?.len() != src.metadata()?.len()
                         && *mode & libc::FALLOC_FL_KEEP_SIZE == 0
                     {
@@ -514,7 +516,8 @@ impl DirTarget {
         copy_attrs(node.as_fd(), &s)
     }
 
-    /// Copies the blocks of `rel` that differ, and sets the size.
+    /// Copies the blocks of `rel` that differ (keeping SOURCE's holes), and
+    /// sets the size.
     fn block_copy(&self, src: &Tree, t: &Tree, rel: &Path, io: &dyn FastIo) -> io::Result<u64> {
         const BLOCK: usize = 1 << 20;
         let s = src.open_file(rel, OFlags::RDONLY, 0)?;
@@ -536,7 +539,10 @@ impl DirTarget {
             }
             off += n as u64;
         }
-        let copied = io.copy_ranges(&s, &d, &ranges)?;
+        // Where SOURCE has holes the target keeps or gets them, also in
+        // blocks whose bytes already compare equal (zeros written out).
+        sparse::punch_holes(io, &s, &d, size)?;
+        let copied = sparse::copy_ranges(io, &s, &d, &ranges)?;
         d.set_len(size)?;
         Ok(copied)
     }

@@ -9,6 +9,8 @@ pub mod dir;
 #[cfg(target_os = "linux")]
 pub mod rsync;
 #[cfg(target_os = "linux")]
+pub mod sparse;
+#[cfg(target_os = "linux")]
 pub mod tree;
 
 use std::io;
