@@ -128,10 +128,13 @@ impl Sink for Tokens<'_> {
 
 fn args(p: &Push) -> Vec<String> {
     // r: recursive; l: symlinks; t: mtimes; p: perms; D: devices and
-    // specials; H: hard links; o/g: owner and group (applied by a root daemon). The
-    // client info after `e`: release build, no incremental recursion,
-    // varint lists and checksum negotiation (see PROTOCOL notes).
-    let mut cluster = String::from("-rltpDHog");
+    // specials; H: hard links; o/g: owner and group (applied by a root daemon);
+    // S: sparse, the daemon seeks over zero runs instead of writing them
+    // (SOURCE's holes arrive as zeros; rsync 3.2 takes it with --inplace
+    // too, punching the runs it rewrites). The client info after `e`:
+    // release build, no incremental recursion, varint lists and checksum
+    // negotiation (see PROTOCOL notes).
+    let mut cluster = String::from("-rltpDHogS");
     if p.ignore_times {
         cluster.push('I');
     }
