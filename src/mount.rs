@@ -15,6 +15,7 @@ use crate::fs::fuse::{FuseAdapter, FuseOptions, FuseStats};
 use crate::fs::passthrough::{Options, Passthrough};
 use crate::fs::recording::Recording;
 use crate::journal::Journal;
+use crate::sync::policy::TargetDown;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
 use crate::target::Target;
@@ -35,6 +36,8 @@ pub struct MountSpec {
     pub fuse: FuseMountOptions,
     pub targets: Vec<TargetSpec>,
     pub consistency: Consistency,
+    /// What writers' barriers do while a target is down.
+    pub on_target_down: TargetDown,
     pub io: IoChoice,
     pub state_dir: PathBuf,
     /// The rsync module password's file (else RSYNC_PASSWORD); the
@@ -99,6 +102,7 @@ impl ControlHandler {
             source: self.source.clone(),
             consistency: format!("{:?}", self.consistency).to_lowercase(),
             io_backend: self.engine.io_backend().into(),
+            on_target_down: self.engine.on_target_down().to_string(),
             pid: std::process::id(),
             targets: self.engine.target_status(),
         }
@@ -197,7 +201,7 @@ impl Replication {
             "replicating to {} target(s)",
             spec.targets.len()
         );
-        let engine = Engine::new(&spec.source, journal, targets, io);
+        let engine = Engine::new(&spec.source, journal, targets, io, spec.on_target_down);
         let handles = engine.start(startup)?;
         let control = crate::control::serve(
             &spec.mountpoint,
