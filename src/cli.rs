@@ -165,6 +165,25 @@ mod tests {
     }
 
     #[test]
+    fn on_target_down_parses_into_the_policy() {
+        let m = |extra: &[&str]| {
+            let mut a = vec!["replicafs", "mount", "/s", "/m", "--target", "/t"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).map(|c| match c.command {
+                Command::Mount(m) => m.on_target_down,
+                _ => panic!("not mount"),
+            })
+        };
+        assert_eq!(m(&[]).unwrap(), None);
+        assert_eq!(
+            m(&["--on-target-down", "fail"]).unwrap(),
+            Some(TargetDown::Fail)
+        );
+        let e = m(&["--on-target-down", "wait"]).unwrap_err().to_string();
+        assert!(e.contains("'wait' is not a target-down policy"), "{e}");
+    }
+
+    #[test]
     fn bad_duration_names_the_value() {
         let e = Cli::try_parse_from(["replicafs", "sync", "/m", "--timeout", "soon"]).unwrap_err();
         assert!(e.to_string().contains("'soon' is not a duration"), "{e}");
