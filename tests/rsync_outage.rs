@@ -33,6 +33,9 @@ fn log() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }
 
+/// When, state, pending ops, lag.
+type Sample = (Instant, String, u64, f64);
+
 fn state(fx: &Fixture) -> (String, u64) {
     let t = &fx.engine().target_status()[0];
     (t.state.clone(), t.pending_ops)
@@ -66,7 +69,7 @@ fn status_and_log_tell_the_truth_through_an_outage() {
         std::thread::sleep(Duration::from_millis(5));
     }
     // Sample the state from here on.
-    let samples: Arc<Mutex<Vec<(Instant, String, u64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let (samples, stop) = (Arc::clone(&samples), Arc::clone(&stop));
@@ -74,10 +77,12 @@ fn status_and_log_tell_the_truth_through_an_outage() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 let t = &engine.target_status()[0];
-                samples
-                    .lock()
-                    .unwrap()
-                    .push((Instant::now(), t.state.clone(), t.pending_ops));
+                samples.lock().unwrap().push((
+                    Instant::now(),
+                    t.state.clone(),
+                    t.pending_ops,
+                    t.lag_seconds,
+                ));
                 std::thread::sleep(Duration::from_micros(500));
             }
         })
@@ -100,15 +105,28 @@ fn status_and_log_tell_the_truth_through_an_outage() {
     let samples = samples.lock().unwrap();
     let down: Vec<&String> = samples
         .iter()
-        .filter(|(at, _, _)| *at < back)
-        .map(|(_, s, _)| s)
+        .filter(|(at, ..)| *at < back)
+        .map(|(_, s, ..)| s)
         .collect();
     let flips = down.iter().filter(|s| s.as_str() != "failing").count();
     let after: Vec<(&str, u64)> = samples
         .iter()
-        .filter(|(at, _, _)| *at >= back)
-        .map(|(_, s, n)| (s.as_str(), *n))
+        .filter(|(at, ..)| *at >= back)
+        .map(|(_, s, n, _)| (s.as_str(), *n))
         .collect();
+    let lags: Vec<f64> = samples
+        .iter()
+        .filter(|(at, s, ..)| *at >= back && s == "catching_up")
+        .map(|(.., lag)| *lag)
+        .collect();
+    let peak = lags.iter().copied().fold(0.0, f64::max);
+    // The backlog drains in steps (batches), not in one push at the end.
+    let mut steps: Vec<u64> = samples
+        .iter()
+        .filter(|(at, s, ..)| *at >= back && s == "catching_up")
+        .map(|(_, _, n, _)| *n)
+        .collect();
+    steps.dedup();
     let catching_up = after.iter().filter(|(s, _)| *s == "catching_up").count();
     let lie = after.iter().find(|(s, n)| *s == "in_sync" && *n > 0);
     let l = log();
@@ -116,8 +134,8 @@ fn status_and_log_tell_the_truth_through_an_outage() {
     let recovered_lines = l.matches("replication recovered").count();
     eprintln!(
         "{queued} ops queued; during the outage {} samples, {flips} not `failing`; \
-         after it {} samples, {catching_up} `catching_up`; log: {failing_lines} failing, \
-         {recovered_lines} recovered",
+         after it {} samples, {catching_up} `catching_up`, lag peaking at {peak:.2}s, \
+         pending ops {steps:?}; log: {failing_lines} failing, {recovered_lines} recovered",
         down.len(),
         after.len()
     );
@@ -127,6 +145,10 @@ fn status_and_log_tell_the_truth_through_an_outage() {
     assert!(
         catching_up >= 3,
         "the drain after the outage was not shown as catching_up: {after:?}"
+    );
+    assert!(
+        steps.len() >= 3 && steps.windows(2).all(|w| w[1] < w[0]),
+        "the backlog did not drain in falling steps: {steps:?}"
     );
     assert_eq!(failing_lines, 1, "{l}");
     assert_eq!(recovered_lines, 1, "{l}");

@@ -167,6 +167,9 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The most entries one batch takes.
+const MAX_BATCH: u64 = 512;
+
 /// How often the log repeats that a target is still failing.
 const REMIND_EVERY: Duration = Duration::from_secs(30);
 
@@ -697,7 +700,12 @@ impl Engine {
                 let mut q = self.lock();
                 loop {
                     let claimed = slot.claimed.load(Ordering::Acquire);
-                    if claimed < q.pushed || q.full_reconcile || taint.is_some() {
+                    // While a failed push waits for its retry, new entries
+                    // stay queued (where writes still coalesce): the retry
+                    // then drains them batch by batch.
+                    let waiting_retry = flush_retry.is_some();
+                    if (claimed < q.pushed && !waiting_retry) || q.full_reconcile || taint.is_some()
+                    {
                         break;
                     }
                     if flush_retry.is_some_and(|(at, _)| Instant::now() >= at) {
@@ -728,7 +736,19 @@ impl Engine {
                 }
                 let full = std::mem::take(&mut q.full_reconcile);
                 let start = slot.claimed.load(Ordering::Acquire);
-                let end = q.pushed;
+                // A backlog (after an outage, or a burst) goes in batches
+                // of at most MAX_BATCH, each done (and, at the next sync,
+                // applied) on its own, so the lag falls as it drains. Not
+                // after a reconcile: that batch must reach the end of the
+                // queue.
+                let end = if flush_retry.is_some() {
+                    // A retry pushes what was gathered, nothing more.
+                    start
+                } else if taint.is_none() && !full {
+                    q.pushed.min(start + MAX_BATCH)
+                } else {
+                    q.pushed
+                };
                 let batch: Vec<Arc<Entry>> = q
                     .entries
                     .range((start - q.base) as usize..(end - q.base) as usize)
