@@ -94,6 +94,21 @@ fn status_and_log_tell_the_truth_through_an_outage() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // fsync with the daemon down (policy `degrade`, the default): it
+    // returns once SOURCE has the data, and the target is degraded.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fx.mnt().join("w1"))
+        .unwrap();
+    let t0 = Instant::now();
+    f.sync_all().unwrap();
+    let fsync_took = t0.elapsed();
+    drop(f);
+    assert!(
+        fsync_took < Duration::from_secs(5),
+        "fsync took {fsync_took:?}"
+    );
+    assert!(fx.engine().target_status()[0].degraded);
     std::thread::sleep(Duration::from_millis(300));
     let (_, queued) = state(&fx);
     let back = Instant::now();
@@ -154,6 +169,8 @@ fn status_and_log_tell_the_truth_through_an_outage() {
     assert_eq!(recovered_lines, 1, "{l}");
     let (s, n) = state(&fx);
     assert_eq!((s.as_str(), n), ("in_sync", 0));
+    assert!(!fx.engine().target_status()[0].degraded);
+    eprintln!("fsync with the daemon down took {fsync_took:?}");
     assert_eq!(fx.verify().unwrap(), Vec::<String>::new());
 }
 

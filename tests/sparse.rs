@@ -203,3 +203,45 @@ fn holes_reach_an_rsync_module() {
         "the module's copy holds more blocks ({t}) than SOURCE ({s})"
     );
 }
+
+/// A sparse file already in SOURCE when the mount starts: the start-up
+/// reconcile copies it with its holes.
+#[test]
+fn the_start_up_reconcile_keeps_holes() {
+    if replicafs::fixture::fuse_available().is_err() {
+        common::fixture();
+        return;
+    }
+    let d = common::Dirs::new();
+    write_sparse(&d.p("src/db"), 196 * K, &[(0, 64 * K), (116 * K, 196 * K)]);
+    if blocks(&d.p("src/db")) >= 196 * 2 {
+        eprintln!("SKIPPED: SOURCE's file system does not keep holes");
+        return;
+    }
+    write_sparse(&d.p("src/image"), 10 << 20, &ten_mib_five_percent());
+    // A stale, filled copy on the target: the reconcile punches it.
+    std::fs::write(d.p("target/image"), vec![0u8; 10 << 20]).unwrap();
+    let run = |args: Vec<String>| {
+        let out = common::bin("info").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(d.mount_args("target", &["--daemon"]));
+    run(vec![
+        "sync".into(),
+        d.s("mnt"),
+        "--timeout".into(),
+        "60s".into(),
+    ]);
+    for name in ["db", "image"] {
+        let (s, t) = (d.p("src").join(name), d.p("target").join(name));
+        assert_eq!(std::fs::read(&s).unwrap(), std::fs::read(&t).unwrap());
+        let (a, b) = (blocks(&s), blocks(&t));
+        eprintln!("{name} after the start-up reconcile: SOURCE {a} blocks, target {b}");
+        assert!(a.abs_diff(b) <= 8, "{name}: SOURCE {a} blocks, target {b}");
+    }
+    run(vec!["unmount".into(), d.s("mnt")]);
+}
