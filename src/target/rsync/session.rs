@@ -220,7 +220,25 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
         }
         put_i32(&mut head, 0); // end of the filter rules
     }
-    for (i, e) in p.entries.iter().enumerate() {
+    // Names that are gone go first on the wire (see `encode_missing`);
+    // hard-link references count wire positions, requests sorted ones.
+    let missing = p.entries.iter().filter(|e| e.mode == 0).count();
+    let mut wire = Vec::with_capacity(p.entries.len());
+    let (mut gone, mut kept) = (0u32, missing as u32);
+    for e in &p.entries {
+        if e.mode == 0 {
+            wire.push(gone);
+            gone += 1;
+        } else {
+            wire.push(kept);
+            kept += 1;
+        }
+    }
+    let order = (0..p.entries.len())
+        .filter(|&i| p.entries[i].mode == 0)
+        .chain((0..p.entries.len()).filter(|&i| p.entries[i].mode != 0));
+    for i in order {
+        let e = &p.entries[i];
         tracing::trace!(
             ndx = i,
             name = %String::from_utf8_lossy(&e.name),
@@ -230,7 +248,15 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             data = ?p.data.get(&i),
             "list"
         );
-        flist::encode(&mut head, i as u32, e, nsec, true)?;
+        if e.mode == 0 {
+            flist::encode_missing(&mut head, e)?;
+        } else if let Some(first) = e.hlink {
+            let mut w = e.clone();
+            w.hlink = Some(wire[first as usize]);
+            flist::encode(&mut head, wire[i], &w, nsec, true)?;
+        } else {
+            flist::encode(&mut head, wire[i], e, nsec, true)?;
+        }
         if head.len() >= 64 * 1024 {
             c.output.data(&head)?;
             head.clear();
