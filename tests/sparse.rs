@@ -52,10 +52,13 @@ fn same_file(fx: &replicafs::fixture::Fixture, name: &str) {
 /// `slack` away from SOURCE's.
 fn same_file_within(fx: &replicafs::fixture::Fixture, name: &str, slack: u64) {
     let (s, t) = (fx.source().join(name), fx.target().join(name));
-    assert_eq!(
-        std::fs::read(&s).unwrap(),
-        std::fs::read(&t).unwrap(),
-        "{name}: contents differ"
+    let (x, y) = (std::fs::read(&s).unwrap(), std::fs::read(&t).unwrap());
+    assert!(
+        x == y,
+        "{name}: contents differ ({} vs {} bytes, first at {:?})",
+        x.len(),
+        y.len(),
+        x.iter().zip(&y).position(|(p, q)| p != q)
     );
     let (a, b) = (blocks(&s), blocks(&t));
     eprintln!("{name}: SOURCE {a} blocks, target {b}");
@@ -219,8 +222,16 @@ fn the_start_up_reconcile_keeps_holes() {
         return;
     }
     write_sparse(&d.p("src/image"), 10 << 20, &ten_mib_five_percent());
-    // A stale, filled copy on the target: the reconcile punches it.
+    // A stale, filled copy on the target: the reconcile punches it. (Its
+    // mtime set apart: written in the same clock tick as SOURCE's, size
+    // and mtime would match and the quick compare would trust it.)
     std::fs::write(d.p("target/image"), vec![0u8; 10 << 20]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(d.p("target/image"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
     let run = |args: Vec<String>| {
         let out = common::bin("info").args(&args).output().unwrap();
         assert!(
@@ -238,7 +249,14 @@ fn the_start_up_reconcile_keeps_holes() {
     ]);
     for name in ["db", "image"] {
         let (s, t) = (d.p("src").join(name), d.p("target").join(name));
-        assert_eq!(std::fs::read(&s).unwrap(), std::fs::read(&t).unwrap());
+        let (a, b) = (std::fs::read(&s).unwrap(), std::fs::read(&t).unwrap());
+        let first = a.iter().zip(&b).position(|(x, y)| x != y);
+        assert!(
+            a == b,
+            "{name}: contents differ ({} vs {} bytes, first at {first:?})",
+            a.len(),
+            b.len()
+        );
         let (a, b) = (blocks(&s), blocks(&t));
         eprintln!("{name} after the start-up reconcile: SOURCE {a} blocks, target {b}");
         assert!(a.abs_diff(b) <= 8, "{name}: SOURCE {a} blocks, target {b}");
