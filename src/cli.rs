@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::sync::policy::TargetDown;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "replicafs",
@@ -61,6 +63,12 @@ pub struct MountArgs {
     /// When writes return relative to the targets.
     #[arg(long, value_enum, default_value_t = Consistency::Fsync)]
     pub consistency: Consistency,
+    /// What fsync (and, in sync mode, every change) does while a target is
+    /// down: block (wait, EIO after the barrier timeout), degrade (return
+    /// once SOURCE is durable; the target catches up when it is back) or
+    /// fail (EIO at once). Default: degrade; block with --consistency sync.
+    #[arg(long, value_name = "block|degrade|fail", value_parser = parse_target_down)]
+    pub on_target_down: Option<TargetDown>,
     /// In async mode, how far targets may fall behind (e.g. 1s, 500ms).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_lag: Option<std::time::Duration>,
@@ -99,6 +107,10 @@ pub enum IoChoice {
     Auto,
     Uring,
     Portable,
+}
+
+fn parse_target_down(s: &str) -> Result<TargetDown, String> {
+    s.parse()
 }
 
 /// Durations as humans write them: 250ms, 1s, 5m, 1h 30m.
@@ -150,6 +162,25 @@ mod tests {
         assert_eq!(m.io, IoChoice::Portable);
         assert!(m.daemon);
         assert_eq!(m.options, vec!["allow_other,ro"]);
+    }
+
+    #[test]
+    fn on_target_down_parses_into_the_policy() {
+        let m = |extra: &[&str]| {
+            let mut a = vec!["replicafs", "mount", "/s", "/m", "--target", "/t"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a).map(|c| match c.command {
+                Command::Mount(m) => m.on_target_down,
+                _ => panic!("not mount"),
+            })
+        };
+        assert_eq!(m(&[]).unwrap(), None);
+        assert_eq!(
+            m(&["--on-target-down", "fail"]).unwrap(),
+            Some(TargetDown::Fail)
+        );
+        let e = m(&["--on-target-down", "wait"]).unwrap_err().to_string();
+        assert!(e.contains("'wait' is not a target-down policy"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::cli::{Consistency, IoChoice, MountArgs};
 use crate::error::{Error, Result};
+use crate::sync::policy::TargetDown;
 
 /// A validated `replicafs mount`.
 #[derive(Debug, Clone)]
@@ -20,6 +21,7 @@ pub struct MountConfig {
     pub mountpoint: PathBuf,
     pub targets: Vec<Target>,
     pub consistency: Consistency,
+    pub on_target_down: TargetDown,
     pub max_lag: Duration,
     pub io: IoChoice,
     pub state_dir: PathBuf,
@@ -321,6 +323,9 @@ impl MountConfig {
             mountpoint,
             targets,
             consistency: args.consistency,
+            on_target_down: args.on_target_down.unwrap_or(TargetDown::default_for(
+                args.consistency == Consistency::Sync,
+            )),
             max_lag: args.max_lag.unwrap_or(Duration::from_secs(1)),
             io: args.io,
             state_dir,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::cli::{Consistency, IoChoice};
 use crate::config::{FuseMountOptions, Target};
 use crate::mount::{MountSpec, Mounted};
+use crate::sync::policy::TargetDown;
 
 pub struct Fixture {
     // Field order matters: the mount goes before its directories.
@@ -32,6 +33,7 @@ pub struct FixtureBuilder {
     options: FuseMountOptions,
     world_traversable: bool,
     consistency: Consistency,
+    on_target_down: Option<TargetDown>,
     state_dir: Option<PathBuf>,
     remote: Option<Remote>,
     drain_timeout: Option<Duration>,
@@ -53,6 +55,7 @@ impl Default for FixtureBuilder {
             options: FuseMountOptions::default(),
             world_traversable: false,
             consistency: Consistency::Fsync,
+            on_target_down: None,
             state_dir: None,
             remote: None,
             drain_timeout: None,
@@ -78,6 +81,13 @@ impl FixtureBuilder {
     /// When writes return relative to the target (default fsync).
     pub fn consistency(mut self, c: Consistency) -> Self {
         self.consistency = c;
+        self
+    }
+
+    /// What fsync does while the target is down (default as the CLI's:
+    /// degrade, block in sync mode).
+    pub fn on_target_down(mut self, p: TargetDown) -> Self {
+        self.on_target_down = Some(p);
         self
     }
 
@@ -133,6 +143,9 @@ impl FixtureBuilder {
             fuse: self.options,
             targets,
             consistency: self.consistency,
+            on_target_down: self.on_target_down.unwrap_or(TargetDown::default_for(
+                self.consistency == Consistency::Sync,
+            )),
             io: IoChoice::Auto,
             state_dir: state,
             password_file,

@@ -27,6 +27,12 @@ pub mod fs;
 pub mod mount;
 #[cfg(unix)]
 pub mod sync;
+/// Elsewhere only the target-down policy, which the command line parses
+/// into.
+#[cfg(not(unix))]
+pub mod sync {
+    pub mod policy;
+}
 #[cfg(unix)]
 pub mod target;
 #[cfg(target_os = "linux")]

@@ -321,6 +321,7 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
         fuse: cfg.fuse.clone(),
         targets: cfg.targets.clone(),
         consistency: cfg.consistency,
+        on_target_down: cfg.on_target_down,
         io: cfg.io,
         state_dir: cfg.state_dir.clone(),
         password_file: cfg.password_file.clone(),

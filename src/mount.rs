@@ -16,6 +16,7 @@ use crate::fs::passthrough::{Options, Passthrough};
 use crate::fs::recording::Recording;
 use crate::journal::Journal;
 use crate::state_dir::StateDir;
+use crate::sync::policy::TargetDown;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
 use crate::target::Target;
@@ -36,6 +37,8 @@ pub struct MountSpec {
     pub fuse: FuseMountOptions,
     pub targets: Vec<TargetSpec>,
     pub consistency: Consistency,
+    /// What writers' barriers do while a target is down.
+    pub on_target_down: TargetDown,
     pub io: IoChoice,
     pub state_dir: PathBuf,
     /// The rsync module password's file (else RSYNC_PASSWORD); the
@@ -124,6 +127,7 @@ impl ControlHandler {
             source: self.source.clone(),
             consistency: format!("{:?}", self.consistency).to_lowercase(),
             io_backend: self.engine.io_backend().into(),
+            on_target_down: self.engine.on_target_down().to_string(),
             pid: std::process::id(),
             invalid_records_dropped: self.engine.invalid_records_dropped(),
             targets: self.engine.target_status(),
@@ -225,7 +229,7 @@ impl Replication {
             "replicating to {} target(s)",
             spec.targets.len()
         );
-        let engine = Engine::new(&spec.source, journal, targets, io);
+        let engine = Engine::new(&spec.source, journal, targets, io, spec.on_target_down);
         engine.count_invalid_records(invalid);
         let handles = engine.start(startup)?;
         let control = crate::control::serve(

@@ -199,11 +199,12 @@ impl<V: Vfs> Recording<V> {
     }
 
     /// fsync on the mount is a barrier: it returns once the targets have
-    /// everything (except in async mode, which never waits).
+    /// everything (except in async mode, which never waits), or as the
+    /// target-down policy says when one is down.
     fn fsync_barrier(&self) -> io::Result<()> {
         if self.consistency != Consistency::Async {
             self.engine
-                .barrier(barrier_timeout())
+                .writer_wait(self.engine.position(), barrier_timeout())
                 .map_err(|e| eio(format!("fsync barrier: {e}")))?;
         }
         Ok(())
@@ -221,7 +222,7 @@ impl<V: Vfs> Recording<V> {
     fn settle(&self, pos: u64) -> io::Result<()> {
         if self.consistency == Consistency::Sync {
             self.engine
-                .wait(pos, barrier_timeout())
+                .writer_wait(pos, barrier_timeout())
                 .map_err(|e| eio(format!("sync mode: {e}")))?;
         }
         Ok(())

@@ -8,6 +8,7 @@
 //! Writes to one file coalesce into the file's latest entry while no worker
 //! has taken it yet, so a burst of writes becomes one range set.
 
+pub mod policy;
 pub mod status;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -23,6 +24,7 @@ use crate::journal::Journal;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
 use crate::target::{Change, Progress, Target};
+use policy::TargetDown;
 
 /// One change waiting for the targets.
 pub struct Entry {
@@ -85,6 +87,24 @@ struct Slot {
     last_sync: Mutex<Instant>,
     last_error: Mutex<Option<String>>,
     progress: Arc<Progress>,
+    /// The last flush (push) failed: only a flush that works is a recovery
+    /// (a batching target's `apply` and `resync` only gather, and succeed
+    /// with the target down).
+    flush_failing: AtomicBool,
+    /// Since when the target has been failing, for the log: one line when
+    /// it starts, a reminder now and then, one line when it recovers.
+    outage: Mutex<Option<Outage>>,
+    /// Writers stopped waiting for it (policy `degrade`) ...
+    degraded: AtomicBool,
+    /// ... at positions up to this one: it is whole again once applied
+    /// reaches it.
+    degraded_at: AtomicU64,
+}
+
+struct Outage {
+    since: Instant,
+    last_said: Instant,
+    attempts: u64,
 }
 
 struct Queue {
@@ -136,6 +156,8 @@ pub struct Engine {
     waiters: std::sync::atomic::AtomicUsize,
     /// Changes dropped because they name a path outside the tree.
     invalid_dropped: AtomicU64,
+    /// What writers' barriers do while a target is down.
+    on_down: TargetDown,
 }
 
 /// How long applied changes may wait for a target sync when no barrier
@@ -147,12 +169,19 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The most entries one batch takes.
+const MAX_BATCH: u64 = 512;
+
+/// How often the log repeats that a target is still failing.
+const REMIND_EVERY: Duration = Duration::from_secs(30);
+
 impl Engine {
     pub fn new(
         source: &Path,
         journal: Journal,
         targets: Vec<Box<dyn Target>>,
         io: Box<dyn FastIo>,
+        on_down: TargetDown,
     ) -> Arc<Self> {
         let slots = targets
             .into_iter()
@@ -168,6 +197,10 @@ impl Engine {
                 last_sync: Mutex::new(Instant::now()),
                 last_error: Mutex::new(None),
                 progress: Arc::default(),
+                flush_failing: AtomicBool::new(false),
+                outage: Mutex::new(None),
+                degraded: AtomicBool::new(false),
+                degraded_at: AtomicU64::new(0),
             })
             .collect();
         Arc::new(Engine {
@@ -190,6 +223,7 @@ impl Engine {
             stop: AtomicBool::new(false),
             waiters: std::sync::atomic::AtomicUsize::new(0),
             invalid_dropped: AtomicU64::new(0),
+            on_down,
         })
     }
 
@@ -202,6 +236,10 @@ impl Engine {
     /// Records and changes dropped for naming paths outside the tree.
     pub fn invalid_records_dropped(&self) -> u64 {
         self.invalid_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn on_target_down(&self) -> TargetDown {
+        self.on_down
     }
 
     pub fn io_backend(&self) -> &'static str {
@@ -389,8 +427,23 @@ impl Engine {
         self.lock().pushed
     }
 
-    /// Waits until every target applied (durably) everything before `pos`.
+    /// Waits until every target applied (durably) everything before `pos`:
+    /// the explicit barriers (`replicafs sync`, unmount's drain), which
+    /// report a target that is down whatever the policy.
     pub fn wait(&self, pos: u64, timeout: Duration) -> Result<(), String> {
+        self.wait_with(pos, timeout, TargetDown::Block)
+    }
+
+    /// A writer's barrier (fsync, a change in sync mode): [`Engine::wait`]
+    /// as the target-down policy says. `degrade` does not wait for a
+    /// target that is failing (or still catching up after being degraded)
+    /// and turns a timeout into degrading the late target; `fail` gives up
+    /// at once when a target it waits for is failing.
+    pub fn writer_wait(&self, pos: u64, timeout: Duration) -> Result<(), String> {
+        self.wait_with(pos, timeout, self.on_down)
+    }
+
+    fn wait_with(&self, pos: u64, timeout: Duration, policy: TargetDown) -> Result<(), String> {
         struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
@@ -404,39 +457,89 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         let mut q = self.lock();
         loop {
-            let behind: Vec<&Slot> = self
+            let mut behind: Vec<&Slot> = self
                 .slots
                 .iter()
                 .filter(|s| {
                     !s.ready.load(Ordering::Acquire) || s.applied.load(Ordering::Acquire) < pos
                 })
                 .collect();
+            match policy {
+                TargetDown::Block => {}
+                TargetDown::Fail => {
+                    if let Some(s) = behind.iter().find(|s| s.failing.load(Ordering::Acquire)) {
+                        return Err(self.failing_error(s, timeout));
+                    }
+                }
+                TargetDown::Degrade => behind.retain(|s| {
+                    if s.failing.load(Ordering::Acquire) {
+                        self.degrade(s, q.pushed);
+                        false
+                    } else {
+                        // Still draining what writers did not wait for.
+                        !s.degraded.load(Ordering::Acquire)
+                    }
+                }),
+            }
             if behind.is_empty() {
                 return Ok(());
             }
             let now = Instant::now();
+            if now >= deadline && policy == TargetDown::Degrade {
+                for s in behind {
+                    self.degrade(s, q.pushed);
+                }
+                return Ok(());
+            }
             if now >= deadline {
-                let s = behind[0];
-                let err = s
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                return Err(match err {
-                    Some(e) if s.failing.load(Ordering::Acquire) => {
-                        format!("target {} is failing: {e}", s.target.name())
-                    }
-                    _ => format!(
-                        "target {} did not catch up within {timeout:?}",
-                        s.target.name()
-                    ),
-                });
+                return Err(self.failing_error(behind[0], timeout));
             }
             q = self
                 .progress
                 .wait_timeout(q, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// Why a barrier gave up on `s`.
+    fn failing_error(&self, s: &Slot, timeout: Duration) -> String {
+        let err = s
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match err {
+            Some(e) if s.failing.load(Ordering::Acquire) => {
+                format!("target {} is failing: {e}", s.target.name())
+            }
+            _ => format!(
+                "target {} did not catch up within {timeout:?}",
+                s.target.name()
+            ),
+        }
+    }
+
+    /// Writers stop waiting for `slot` (policy `degrade`) up to `pos`.
+    fn degrade(&self, slot: &Slot, pos: u64) {
+        slot.degraded_at.fetch_max(pos, Ordering::AcqRel);
+        if !slot.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                target = %slot.target.name(),
+                "target degraded: fsync returns once SOURCE is durable; \
+                 the target catches up when it is back"
+            );
+        }
+    }
+
+    /// `slot` has everything writers were told was durable without it.
+    fn undegrade_if_whole(&self, slot: &Slot) {
+        if slot.degraded.load(Ordering::Acquire)
+            && !slot.failing.load(Ordering::Acquire)
+            && slot.applied.load(Ordering::Acquire) >= slot.degraded_at.load(Ordering::Acquire)
+            && slot.degraded.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!(target = %slot.target.name(), "target caught up: no longer degraded");
         }
     }
 
@@ -475,12 +578,60 @@ impl Engine {
         }
     }
 
-    fn set_error(&self, slot: &Slot, e: Option<String>) {
-        slot.failing.store(e.is_some(), Ordering::Release);
-        if let Some(msg) = &e {
-            tracing::warn!(target = %slot.target.name(), "replication failing: {msg}");
+    /// An attempt on the target failed. The log says so once when the
+    /// target starts failing and then every [`REMIND_EVERY`], not at every
+    /// retry or write.
+    fn set_error(&self, slot: &Slot, msg: String) {
+        {
+            let mut o = slot.outage.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            match o.as_mut() {
+                None => {
+                    tracing::warn!(target = %slot.target.name(), "replication failing: {msg}");
+                    *o = Some(Outage {
+                        since: now,
+                        last_said: now,
+                        attempts: 1,
+                    });
+                }
+                Some(o) => {
+                    o.attempts += 1;
+                    if now.duration_since(o.last_said) >= REMIND_EVERY {
+                        o.last_said = now;
+                        tracing::warn!(
+                            target = %slot.target.name(),
+                            "replication still failing after {:.0}s ({} attempts): {msg}",
+                            o.since.elapsed().as_secs_f64(),
+                            o.attempts
+                        );
+                    } else {
+                        tracing::debug!(target = %slot.target.name(), "still failing: {msg}");
+                    }
+                }
+            }
         }
-        *slot.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+        *slot.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        {
+            // Under the queue lock, as `applied`: a writer's barrier that
+            // does not wait for failing targets must not miss this.
+            let _q = self.lock();
+            slot.failing.store(true, Ordering::Release);
+        }
+        self.progress.notify_all();
+    }
+
+    /// The target took a real attempt (not one that only gathered).
+    fn recovered(&self, slot: &Slot) {
+        slot.failing.store(false, Ordering::Release);
+        *slot.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Some(o) = slot.outage.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tracing::info!(
+                target = %slot.target.name(),
+                "replication recovered after {:.1}s ({} failed attempts)",
+                o.since.elapsed().as_secs_f64(),
+                o.attempts
+            );
+        }
     }
 
     /// Retries `f` with backoff until it works or the engine stops.
@@ -489,14 +640,15 @@ impl Engine {
         loop {
             match f() {
                 Ok(v) => {
-                    if slot.failing.load(Ordering::Acquire) {
-                        tracing::info!(target = %slot.target.name(), "replication recovered");
-                        self.set_error(slot, None);
+                    if slot.failing.load(Ordering::Acquire)
+                        && !slot.flush_failing.load(Ordering::Acquire)
+                    {
+                        self.recovered(slot);
                     }
                     return Some(v);
                 }
                 Err(e) => {
-                    self.set_error(slot, Some(format!("{what}: {e}")));
+                    self.set_error(slot, format!("{what}: {e}"));
                     if self.stop.load(Ordering::Acquire) {
                         return None;
                     }
@@ -562,7 +714,12 @@ impl Engine {
                 let mut q = self.lock();
                 loop {
                     let claimed = slot.claimed.load(Ordering::Acquire);
-                    if claimed < q.pushed || q.full_reconcile || taint.is_some() {
+                    // While a failed push waits for its retry, new entries
+                    // stay queued (where writes still coalesce): the retry
+                    // then drains them batch by batch.
+                    let waiting_retry = flush_retry.is_some();
+                    if (claimed < q.pushed && !waiting_retry) || q.full_reconcile || taint.is_some()
+                    {
                         break;
                     }
                     if flush_retry.is_some_and(|(at, _)| Instant::now() >= at) {
@@ -593,7 +750,19 @@ impl Engine {
                 }
                 let full = std::mem::take(&mut q.full_reconcile);
                 let start = slot.claimed.load(Ordering::Acquire);
-                let end = q.pushed;
+                // A backlog (after an outage, or a burst) goes in batches
+                // of at most MAX_BATCH, each done (and, at the next sync,
+                // applied) on its own, so the lag falls as it drains. Not
+                // after a reconcile: that batch must reach the end of the
+                // queue.
+                let end = if flush_retry.is_some() {
+                    // A retry pushes what was gathered, nothing more.
+                    start
+                } else if taint.is_none() && !full {
+                    q.pushed.min(start + MAX_BATCH)
+                } else {
+                    q.pushed
+                };
                 let batch: Vec<Arc<Entry>> = q
                     .entries
                     .range((start - q.base) as usize..(end - q.base) as usize)
@@ -666,17 +835,31 @@ impl Engine {
                     }
                 }
             }
+            if let Some((at, _)) = flush_retry {
+                if Instant::now() < at {
+                    // A failed push is retried on its own schedule, not
+                    // at every write: this batch is only gathered.
+                    taint_after_push = tainted.or(taint_after_push);
+                    continue;
+                }
+                // Reachable again? Then what follows drains the backlog:
+                // the target is catching up, no longer failing.
+                if slot.target.probe().is_ok() {
+                    slot.failing.store(false, Ordering::Release);
+                }
+            }
             match slot.target.flush() {
                 Ok(n) => {
                     slot.replicated.fetch_add(n, Ordering::Relaxed);
                     tainted = tainted.or(taint_after_push.take());
                     if flush_retry.take().is_some() {
-                        tracing::info!(target = %slot.target.name(), "replication recovered");
-                        self.set_error(slot, None);
+                        slot.flush_failing.store(false, Ordering::Release);
+                        self.recovered(slot);
                     }
                 }
                 Err(e) => {
-                    self.set_error(slot, Some(format!("push: {e}")));
+                    slot.flush_failing.store(true, Ordering::Release);
+                    self.set_error(slot, format!("push: {e}"));
                     let pause = flush_retry.map_or(RETRY_MIN, |(_, p)| (p * 2).min(RETRY_MAX));
                     flush_retry = Some((Instant::now() + pause, pause));
                     if self.stop.load(Ordering::Acquire) {
@@ -734,6 +917,7 @@ impl Engine {
             let _q = self.lock();
             slot.applied.fetch_max(done, Ordering::AcqRel);
         }
+        self.undegrade_if_whole(slot);
         self.progress.notify_all();
         self.trim();
         true
@@ -806,6 +990,8 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .clone(),
+                    degraded: s.degraded.load(Ordering::Acquire),
+                    warnings: s.target.warnings(),
                     reconcile: status::ReconcileStatus {
                         running: s.reconciling.load(Ordering::Acquire),
                         entries_scanned: s.progress.entries.load(Ordering::Relaxed),

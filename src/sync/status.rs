@@ -8,6 +8,9 @@ pub struct Status {
     pub source: String,
     pub consistency: String,
     pub io_backend: String,
+    /// `--on-target-down`: block, degrade or fail.
+    #[serde(default)]
+    pub on_target_down: String,
     pub pid: u32,
     /// Journal records (or queued changes) naming a path outside the tree,
     /// dropped instead of retried: a corrupt or crafted journal.
@@ -27,6 +30,14 @@ pub struct TargetStatus {
     pub replicated_bytes: u64,
     pub last_error: Option<String>,
     pub reconcile: ReconcileStatus,
+    /// Writers' barriers stopped waiting for this target while it was
+    /// down (policy `degrade`): it lacks changes whose fsync returned,
+    /// until it has caught up.
+    #[serde(default)]
+    pub degraded: bool,
+    /// Ways in which the target is known not to keep what SOURCE has.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,8 +52,13 @@ impl Status {
     /// The human-readable form of `replicafs status`.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "{} (source {}): consistency {}, io {}, pid {}\n",
-            self.mountpoint, self.source, self.consistency, self.io_backend, self.pid
+            "{} (source {}): consistency {}, on target down {}, io {}, pid {}\n",
+            self.mountpoint,
+            self.source,
+            self.consistency,
+            self.on_target_down,
+            self.io_backend,
+            self.pid
         );
         if self.invalid_records_dropped > 0 {
             s.push_str(&format!(
@@ -60,6 +76,9 @@ impl Status {
                 t.pending_bytes,
                 t.replicated_bytes
             ));
+            if t.degraded {
+                s.push_str(", degraded");
+            }
             if t.reconcile.running {
                 s.push_str(&format!(
                     ", reconciling ({} entries scanned, {} fixed)",
@@ -70,6 +89,9 @@ impl Status {
                 s.push_str(&format!(", last error: {e}"));
             }
             s.push('\n');
+            for w in &t.warnings {
+                s.push_str(&format!("    warning: {w}\n"));
+            }
         }
         s
     }

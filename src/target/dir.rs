@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
 
+use super::sparse;
 use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
 use super::{Change, Progress, Target};
 use crate::backend::FastIo;
@@ -288,7 +289,7 @@ impl DirTarget {
         };
         let src = open_subject(subject)?;
         let dst = t.open_file(rel, OFlags::WRONLY | OFlags::CREATE, 0o600)?;
-        let n = io.copy_ranges(&src, &dst, ranges)?;
+        let n = sparse::copy_ranges(io, &src, &dst, ranges)?;
         rustix::fs::futimens(&dst, &times_of(&st))?;
         Ok(n)
     }
@@ -396,7 +397,8 @@ impl DirTarget {
                     let src = open_subject(s)?;
                     let dst = t.open_file(path, OFlags::WRONLY, 0)?;
                     let end = src.metadata()?.len().min(offset.saturating_add(*len));
-                    bytes = io.copy_ranges(&src, &dst, &[(*offset, end)])?;
+                    // Holes too: a punched range stays punched.
+                    bytes = sparse::copy_ranges(io, &src, &dst, &[(*offset, end)])?;
                     if dst.metadata()?.len() != src.metadata()?.len()
                         && *mode & libc::FALLOC_FL_KEEP_SIZE == 0
                     {
@@ -719,8 +721,14 @@ impl DirTarget {
         if size > compared {
             ranges.push((compared, size));
         }
-        let copied = io.copy_ranges(&src, &dst, &ranges)?;
-        if old_size > size {
+        // Where SOURCE has holes the target keeps or gets them, also in
+        // blocks whose bytes already compare equal (zeros written out).
+        if compared > 0 {
+            sparse::punch_holes(io, &src, &dst, size)?;
+        }
+        let copied = sparse::copy_ranges(io, &src, &dst, &ranges)?;
+        // A hole at the end is not written: the size says where it ends.
+        if old_size > size || dst.metadata()?.len() != size {
             dst.set_len(size)?;
         }
         Ok(copied)

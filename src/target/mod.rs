@@ -9,6 +9,8 @@ pub mod dir;
 #[cfg(target_os = "linux")]
 pub mod rsync;
 #[cfg(target_os = "linux")]
+pub mod sparse;
+#[cfg(target_os = "linux")]
 pub mod tree;
 
 use std::io;
@@ -71,6 +73,19 @@ pub trait Target: Send + Sync {
 
     /// Makes everything applied so far durable.
     fn sync(&self) -> io::Result<()>;
+
+    /// Whether the target can be reached again, cheaply, after a failed
+    /// flush: the engine then reports it catching up (not failing) while
+    /// the flush that follows drains what queued meanwhile.
+    fn probe(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// What `status` should say about how faithful the target is (say, a
+    /// daemon that rewrites symlinks), as learned so far.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Whether the target was replaced since the last call (say, its
     /// directory removed and made again): then only a full reconcile

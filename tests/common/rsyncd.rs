@@ -42,7 +42,7 @@ impl Daemon {
             .prefix("replicafs-rsyncd")
             .tempdir()
             .unwrap();
-        for m in ["push", "auth", "ro"] {
+        for m in ["push", "auth", "ro", "munged"] {
             std::fs::create_dir(dir.path().join(m)).unwrap();
         }
         let secrets = dir.path().join("secrets");
@@ -77,6 +77,10 @@ impl Daemon {
              read only = no\n\
              [push]\n\
              path = {root}/push\n\
+             [munged]\n\
+             path = {root}/munged\n\
+             use chroot = no\n\
+             munge symlinks = yes\n\
              [ro]\n\
              path = {root}/ro\n\
              read only = yes\n\

@@ -87,9 +87,37 @@ fn connect_tcp(url: &RsyncUrl, timeout: Duration) -> io::Result<TcpStream> {
     Err(err(e.kind(), url, format_args!("cannot connect: {e}")))
 }
 
+/// Connects and reads the daemon's greeting, then hangs up: whether a
+/// daemon answers at all, without starting a session (nothing is logged
+/// in, the daemon only sees a connection close).
+///
+/// # Errors
+///
+/// The connection's error, or what the peer said instead of a greeting.
+pub fn probe(url: &RsyncUrl, timeout: Duration) -> io::Result<()> {
+    let sock = connect_tcp(url, timeout)?;
+    sock.set_read_timeout(Some(timeout))?;
+    let greeting = read_line(&mut BufReader::new(&sock))
+        .map_err(|e| err(e.kind(), url, format_args!("no greeting: {e}")))?;
+    if !greeting.starts_with("@RSYNCD: ") {
+        return Err(err(
+            io::ErrorKind::InvalidData,
+            url,
+            format_args!("not an rsync daemon (it said {greeting:?})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Connects, logs in and starts the server with `args` (after
 /// `--server`, before `.` and the destination path).
 pub fn connect(login: &Login<'_>, args: &[String]) -> io::Result<Connection> {
+    connect_at(login, args, b"")
+}
+
+/// As [`connect`], naming `rel` under the URL's path instead of the
+/// directory itself (a listing of one name, with `--sender` in `args`).
+pub fn connect_at(login: &Login<'_>, args: &[String], rel: &[u8]) -> io::Result<Connection> {
     let url = login.url;
     let sock = connect_tcp(url, login.timeout)?;
     sock.set_nodelay(true)?;
@@ -201,19 +229,22 @@ pub fn connect(login: &Login<'_>, args: &[String]) -> io::Result<Connection> {
     }
 
     let mut argv: Vec<u8> = Vec::new();
-    let dest = if url.path.is_empty() {
-        format!("{}/", url.module)
+    let mut dest = if url.path.is_empty() {
+        format!("{}/", url.module).into_bytes()
     } else {
-        format!("{}/{}/", url.module, url.path)
+        format!("{}/{}/", url.module, url.path).into_bytes()
     };
+    dest.extend_from_slice(rel);
     for a in ["--server"]
         .into_iter()
         .chain(args.iter().map(String::as_str))
-        .chain([".", dest.as_str()])
+        .chain(["."])
     {
         argv.extend_from_slice(a.as_bytes());
         argv.push(0);
     }
+    argv.extend_from_slice(&dest);
+    argv.push(0);
     argv.push(0);
     w.write_all(&argv)?;
 

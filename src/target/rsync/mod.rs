@@ -48,6 +48,9 @@ use crate::journal::record::{NodeKind, Op};
 /// session is given up and retried.
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a probe of a daemon that was failing may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the journal says about a path since the last push, weakest first.
 #[derive(Debug)]
 enum Dirty {
@@ -89,7 +92,23 @@ pub struct RsyncTarget {
     /// inode, so they are never written in place.
     shared: Mutex<BTreeSet<PathBuf>>,
     totals: Mutex<Outcome>,
+    /// Whether the module keeps symlinks as sent (`munge symlinks`, the
+    /// default of an unchrooted daemon, rewrites them): learned from the
+    /// first push that carries one.
+    symlinks: Mutex<SymlinkCheck>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SymlinkCheck {
+    /// Not known yet; the number of listings that failed so far.
+    Unknown(u32),
+    Faithful,
+    /// What `status` says about it.
+    Rewritten(String),
+}
+
+/// Listings of a pushed symlink to try before giving up on knowing.
+const SYMLINK_CHECKS: u32 = 3;
 
 impl RsyncTarget {
     /// `password`: the module password, already read from the password
@@ -104,6 +123,7 @@ impl RsyncTarget {
             links: Mutex::new(Links::default()),
             shared: Mutex::new(BTreeSet::new()),
             totals: Mutex::new(Outcome::default()),
+            symlinks: Mutex::new(SymlinkCheck::Unknown(0)),
         }
     }
 
@@ -176,6 +196,7 @@ impl RsyncTarget {
             ms = start.elapsed().as_secs_f64() * 1e3,
             "rsync push"
         );
+        self.check_symlinks(&push);
         let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         t.files += o.files;
         t.literal += o.literal;
@@ -184,6 +205,61 @@ impl RsyncTarget {
         t.bytes_sent += o.bytes_sent;
         t.bytes_received += o.bytes_received;
         Ok(o)
+    }
+
+    /// After the first push that carried a symlink: lists it back and
+    /// compares. The daemon undoes its munging when it sends a link's
+    /// text, but the size it lists is the stored link's length, so a
+    /// rewritten link shows.
+    fn check_symlinks(&self, push: &Push) {
+        let tries = match *self.symlinks.lock().unwrap_or_else(|e| e.into_inner()) {
+            SymlinkCheck::Unknown(n) if n < SYMLINK_CHECKS => n,
+            _ => return,
+        };
+        let Some((name, sent)) = push
+            .entries
+            .iter()
+            .find_map(|e| Some((&e.name, e.link.as_ref()?)))
+        else {
+            return;
+        };
+        let verdict = match self.list_one(name) {
+            Ok(Some(got)) => {
+                let stored = got.size;
+                if stored == sent.len() as u64 && got.link.as_ref() == Some(sent) {
+                    SymlinkCheck::Faithful
+                } else {
+                    let msg = format!(
+                        "module rewrites symlinks (`munge symlinks`, the default without \
+                         `use chroot`): {} -> {} is stored as a {stored}-byte link; symlinks \
+                         on this module are not faithful (set `munge symlinks = no` or `use \
+                         chroot = yes`)",
+                        String::from_utf8_lossy(name),
+                        String::from_utf8_lossy(sent),
+                    );
+                    tracing::warn!(target_url = %self.url, "{msg}");
+                    SymlinkCheck::Rewritten(msg)
+                }
+            }
+            Ok(None) => SymlinkCheck::Unknown(tries + 1),
+            Err(e) => {
+                tracing::debug!(target_url = %self.url, "listing a pushed symlink: {e}");
+                SymlinkCheck::Unknown(tries + 1)
+            }
+        };
+        *self.symlinks.lock().unwrap_or_else(|e| e.into_inner()) = verdict;
+    }
+
+    /// The daemon's file-list entry for `name` (a listing with `-l`: the
+    /// daemon is the sender); the session is dropped after it.
+    fn list_one(&self, name: &[u8]) -> io::Result<Option<flist::Entry>> {
+        let args = ["--sender".to_string(), "-le.LsfxCIvu".to_string()];
+        let mut c = handshake::connect_at(&self.login(), &args, name)?;
+        // No filter rules.
+        c.output.data(&0i32.to_le_bytes())?;
+        c.output.flush()?;
+        let mut prev = flist::Entry::missing(Vec::new());
+        flist::decode(&mut c.input, &mut prev, c.protocol >= 31)
     }
 
     /// Moves every multiply-linked file out of `plans` into a push of its
@@ -488,6 +564,17 @@ impl Target for RsyncTarget {
 
     fn sync(&self) -> io::Result<()> {
         self.flush().map(|_| ())
+    }
+
+    fn probe(&self) -> io::Result<()> {
+        handshake::probe(&self.url, PROBE_TIMEOUT)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match &*self.symlinks.lock().unwrap_or_else(|e| e.into_inner()) {
+            SymlinkCheck::Rewritten(w) => vec![w.clone()],
+            _ => Vec::new(),
+        }
     }
 
     fn reconcile(
