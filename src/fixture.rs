@@ -190,6 +190,14 @@ impl Fixture {
     }
 
     /// The mount's statistics (largest requests seen, ...).
+    /// Inodes the kernel holds references to.
+    pub fn inode_count(&self) -> usize {
+        self.mounted
+            .as_ref()
+            .expect("mounted until dropped")
+            .inode_count()
+    }
+
     pub fn stats(&self) -> &crate::fs::fuse::FuseStats {
         self.mounted
             .as_ref()

@@ -433,12 +433,16 @@ pub fn session_config(spec: &MountSpec) -> fuser::Config {
 /// mount is live (it answers requests) when this returns.
 pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
     let (adapter, stats, replication) = build(spec)?;
+    let trim = adapter.trimmer();
+    let inodes = Box::new(adapter.inode_counter());
     let session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
         .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
+    trim(session.notifier(), spec.fuse.max_inodes())?;
     let session = session.spawn()?;
     wait_live(&spec.mountpoint, Duration::from_secs(10), || Ok(true))?;
     Ok(Mounted {
         session: Some(session),
+        inodes,
         mountpoint: spec.mountpoint.clone(),
         stats,
         replication,
@@ -449,6 +453,8 @@ pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
 /// A mount served by this process; unmounted on drop.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    /// How many inodes the kernel holds.
+    inodes: Box<dyn Fn() -> usize + Send + Sync>,
     mountpoint: PathBuf,
     stats: Arc<FuseStats>,
     replication: Replication,
@@ -465,6 +471,11 @@ impl Mounted {
 
     pub fn stats(&self) -> &FuseStats {
         &self.stats
+    }
+
+    /// Inodes the kernel holds references to (0 once unmounted).
+    pub fn inode_count(&self) -> usize {
+        (self.inodes)()
     }
 
     pub fn replication(&self) -> &Replication {
@@ -508,8 +519,10 @@ impl Drop for Mounted {
 /// (by `replicafs unmount`, umount(8), or SIGINT/SIGTERM/SIGHUP here).
 pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
     let (adapter, stats, replication) = build(spec)?;
+    let trim = adapter.trimmer();
     let mut session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
         .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
+    trim(session.notifier(), spec.fuse.max_inodes())?;
     let mut unmounter = session.unmount_callable();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,

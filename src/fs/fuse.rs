@@ -62,6 +62,51 @@ pub struct FuseAdapter<F: Vfs> {
     stats: Arc<FuseStats>,
 }
 
+/// Keeps the inodes the kernel holds near `max` (0: no bound) while the
+/// session lives. The kernel forgets inodes only under memory pressure, so
+/// after a walk of a large tree it holds every one, and so do we: past
+/// `max`, a background thread asks it to drop the names of inodes unused
+/// since its last pass (`FUSE_NOTIFY_INVAL_ENTRY`); it forgets those that
+/// nothing has open, and looks them up again when they are used.
+fn bound_inodes<F: Vfs>(
+    fs: std::sync::Weak<F>,
+    notifier: fuser::Notifier,
+    max: usize,
+) -> io::Result<()> {
+    if max == 0 {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("inode-trim".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TRIM_EVERY);
+                // The session is gone with the last strong reference.
+                let Some(fs) = fs.upgrade() else { return };
+                let held = fs.inode_count();
+                if held <= max {
+                    continue;
+                }
+                // Down to 90 % of the bound, so this runs in batches.
+                let excess = held - max * 9 / 10;
+                for (parent, name) in fs.forgettable(excess) {
+                    match notifier.inval_entry(INodeNo(parent), &name) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(e) => {
+                            tracing::debug!("inode trim stops: {e}");
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// How often the inode bound is checked.
+const TRIM_EVERY: Duration = Duration::from_millis(500);
+
 impl<F: Vfs> FuseAdapter<F> {
     pub fn new(fs: Arc<F>, options: FuseOptions) -> Self {
         FuseAdapter {
@@ -73,6 +118,19 @@ impl<F: Vfs> FuseAdapter<F> {
 
     pub fn stats(&self) -> Arc<FuseStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Counts the inodes the kernel holds, while the session lives.
+    pub fn inode_counter(&self) -> impl Fn() -> usize + Send + Sync + use<F> {
+        let fs = Arc::downgrade(&self.fs);
+        move || fs.upgrade().map_or(0, |fs| fs.inode_count())
+    }
+
+    /// What keeps the number of inodes the kernel holds bounded, to run
+    /// once the session exists: see [`bound_inodes`].
+    pub fn trimmer(&self) -> impl FnOnce(fuser::Notifier, usize) -> io::Result<()> + use<F> {
+        let fs = Arc::downgrade(&self.fs);
+        move |notifier, max| bound_inodes(fs, notifier, max)
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {

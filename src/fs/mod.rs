@@ -260,4 +260,21 @@ pub trait Vfs: Send + Sync + 'static {
     fn identity(&self, _ino: Ino) -> Option<Identity> {
         None
     }
+
+    /// Number of inodes the kernel holds references to.
+    fn inode_count(&self) -> usize {
+        0
+    }
+
+    /// At most `max` inodes the kernel holds that were not used since the
+    /// last call (and have nothing open).
+    fn cold_inodes(&self, _max: usize) -> Vec<Ino> {
+        Vec::new()
+    }
+
+    /// At most `max` names (parent, name) of cold inodes, under which the
+    /// kernel may be asked to forget them.
+    fn forgettable(&self, _max: usize) -> Vec<(Ino, std::ffi::OsString)> {
+        Vec::new()
+    }
 }

@@ -75,6 +75,16 @@ impl Names {
         }
     }
 
+    /// The kernel forgot `ino`: its names go (its children, if it is a
+    /// directory, were forgotten before it).
+    fn forget_ino(&mut self, ino: Ino) {
+        for key in self.by_ino.remove(&ino).unwrap_or_default() {
+            if self.by_name.get(&key) == Some(&ino) {
+                self.by_name.remove(&key);
+            }
+        }
+    }
+
     fn forget_name(&mut self, parent: Ino, name: &OsStr) -> Option<Ino> {
         let key = (parent, name.to_os_string());
         let ino = self.by_name.remove(&key)?;
@@ -238,6 +248,12 @@ impl<V: Vfs> Vfs for Recording<V> {
 
     fn forget(&self, ino: Ino, nlookup: u64) {
         self.inner.forget(ino, nlookup);
+        if self.inner.identity(ino).is_none() {
+            self.names
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_ino(ino);
+        }
     }
 
     fn getattr(&self, ctx: &Ctx, ino: Ino, fh: Option<Fh>) -> io::Result<Attr> {
@@ -648,6 +664,25 @@ impl<V: Vfs> Vfs for Recording<V> {
                 Err(e)
             }
         }
+    }
+
+    fn inode_count(&self) -> usize {
+        self.inner.inode_count()
+    }
+
+    fn cold_inodes(&self, max: usize) -> Vec<Ino> {
+        self.inner.cold_inodes(max)
+    }
+
+    fn forgettable(&self, max: usize) -> Vec<(Ino, std::ffi::OsString)> {
+        let cold = self.inner.cold_inodes(max);
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        cold.iter()
+            .filter_map(|ino| names.by_ino.get(ino))
+            .flatten()
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {

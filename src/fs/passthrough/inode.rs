@@ -429,6 +429,28 @@ impl InodeTable {
         }
     }
 
+    /// At most `max` inodes not used since the last call, none with open
+    /// files; the others' use marks are cleared on the way (a clock hand
+    /// over the whole table).
+    pub fn cold(&self, max: usize) -> Vec<Ino> {
+        let maps = self.maps.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (&ino, inode) in &maps.by_ino {
+            if out.len() >= max {
+                break;
+            }
+            let node = &inode.node;
+            if ino == ROOT_INO
+                || node.pins.load(Ordering::Acquire) > 0
+                || node.recent.swap(false, Ordering::Relaxed)
+            {
+                continue;
+            }
+            out.push(ino);
+        }
+        out
+    }
+
     /// Number of inodes known (the root included).
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {

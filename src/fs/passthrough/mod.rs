@@ -88,11 +88,6 @@ impl Passthrough {
         })
     }
 
-    /// Number of inodes the kernel currently holds references to.
-    pub fn inode_count(&self) -> usize {
-        self.inodes.len()
-    }
-
     /// Descriptors the inode table holds, and its cap; `None` where inodes
     /// cannot be reopened by handle (every inode then holds one).
     pub fn inode_fds(&self) -> Option<(usize, usize)> {
@@ -600,6 +595,14 @@ impl Vfs for Passthrough {
 
     fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {
         self.inodes.node(ino)
+    }
+
+    fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    fn cold_inodes(&self, max: usize) -> Vec<Ino> {
+        self.inodes.cold(max)
     }
 }
 
