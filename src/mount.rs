@@ -54,7 +54,8 @@ pub struct Replication {
     _control: Option<crate::control::Server>,
     /// Held for the life of the process: one process per state dir.
     _lock: std::fs::File,
-    _watch: Option<crate::watch::Watch>,
+    /// Set once the watch is up (it is set up in the background).
+    _watch: Arc<Mutex<Option<crate::watch::Watch>>>,
 }
 
 /// Takes the state dir's lock, waiting a little for a previous process
@@ -247,20 +248,36 @@ impl Replication {
             e
         })
         .ok();
-        let watch = match std::env::var_os("REPLICAFS_NO_WATCH")
-            .map(|_| Err(notify::Error::generic("disabled by REPLICAFS_NO_WATCH")))
-            .unwrap_or_else(|| crate::watch::start(&spec.source, Arc::clone(&engine)))
-        {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot watch {} for changes made outside the mount ({e}); \
-                     they reach the targets at the next mount's reconcile",
-                    spec.source.display()
-                );
-                None
-            }
-        };
+        // Setting up a recursive watch visits the whole tree (seconds on a
+        // large one): past a second it goes on beside the mount, which is
+        // live meanwhile.
+        let watch = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&watch);
+        let (done, set_up) = std::sync::mpsc::channel::<()>();
+        let source = spec.source.clone();
+        let watched = Arc::clone(&engine);
+        std::thread::Builder::new()
+            .name("watch-setup".into())
+            .spawn(move || {
+                let started = std::env::var_os("REPLICAFS_NO_WATCH")
+                    .map(|_| Err(notify::Error::generic("disabled by REPLICAFS_NO_WATCH")))
+                    .unwrap_or_else(|| crate::watch::start(&source, watched));
+                match started {
+                    Ok(w) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(w),
+                    Err(e) => tracing::warn!(
+                        "cannot watch {} for changes made outside the mount ({e}); \
+                         they reach the targets at the next mount's reconcile",
+                        source.display()
+                    ),
+                }
+                let _ = done.send(());
+            })?;
+        if set_up.recv_timeout(Duration::from_secs(1)).is_err() {
+            tracing::info!(
+                "watching {} for changes made outside the mount: still setting up",
+                spec.source.display()
+            );
+        }
         Ok(Replication {
             engine,
             handles: Mutex::new(handles),
