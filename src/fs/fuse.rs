@@ -149,7 +149,9 @@ fn fopen_flags(o: &Opened, flags: i32, direct_writes: bool) -> FopenFlags {
     if o.keep_cache {
         f |= FopenFlags::FOPEN_KEEP_CACHE;
     }
-    if direct_writes && flags & libc::O_ACCMODE != libc::O_RDONLY {
+    // A caller that opened with O_DIRECT gets what it asked for: no page
+    // cache for this handle, reads included.
+    if o.uncached || (direct_writes && flags & libc::O_ACCMODE != libc::O_RDONLY) {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
     f

@@ -15,6 +15,9 @@ pub enum Handle {
     File {
         file: File,
         written: AtomicBool,
+        /// The caller opened with O_DIRECT (which our own descriptor does
+        /// not carry, see `open_flags`).
+        direct: bool,
         _pin: Pin,
     },
     Dir {
@@ -29,10 +32,11 @@ fn ebadf() -> io::Error {
 
 impl Handle {
     /// An open file; `pin` keeps its inode's descriptor while it is open.
-    pub fn new_file(file: File, pin: Pin) -> Self {
+    pub fn new_file(file: File, pin: Pin, direct: bool) -> Self {
         Handle::File {
             file,
             written: AtomicBool::new(false),
+            direct,
             _pin: pin,
         }
     }
@@ -68,6 +72,11 @@ impl Handle {
         if let Handle::File { written, .. } = self {
             written.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The caller asked for uncached I/O (O_DIRECT) on this handle.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Handle::File { direct: true, .. })
     }
 
     pub fn was_written(&self) -> bool {

@@ -181,8 +181,13 @@ impl Passthrough {
     }
 
     fn open_flags(&self, flags: i32) -> OFlags {
+        // O_DIRECT is the caller's promise about *its* buffers; ours (the
+        // kernel's request buffers) are not aligned as it requires, so our
+        // descriptor is opened without it and the handle remembers that the
+        // caller asked (see `Handle::is_direct`). The kernel never tells us
+        // about a later fcntl(F_SETFL, O_DIRECT): it handles that itself.
         let mut f = OFlags::from_bits_retain(flags as u32)
-            - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
+            - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | sys::DIRECT);
         if self.options.writeback_cache {
             // The kernel reads pages to fill partial writes, and it alone
             // knows where the end of the file is: it sends explicit offsets.
@@ -194,12 +199,14 @@ impl Passthrough {
         f
     }
 
-    fn opened(&self, inode: &Inode, file: File) -> io::Result<Opened> {
+    fn opened(&self, inode: &Inode, file: File, flags: i32) -> io::Result<Opened> {
         let st = rustix::fs::fstat(&file)?;
-        self.opened_with(inode, file, &st)
+        self.opened_with(inode, file, &st, flags)
     }
 
-    fn opened_with(&self, inode: &Inode, file: File, st: &Stat) -> io::Result<Opened> {
+    /// A handle for `file`, opened with the caller's open(2) `flags`.
+    fn opened_with(&self, inode: &Inode, file: File, st: &Stat, flags: i32) -> io::Result<Opened> {
+        let direct = OFlags::from_bits_retain(flags as u32).intersects(sys::DIRECT);
         let stamp = stamp_of(st);
         let keep_cache = {
             let mut cached = inode.cache_stamp.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,10 +216,11 @@ impl Passthrough {
         };
         let fh = self
             .handles
-            .insert(Handle::new_file(file, inode.node.pin()));
+            .insert(Handle::new_file(file, inode.node.pin(), direct));
         Ok(Opened {
             fh,
             keep_cache,
+            uncached: direct,
             created: false,
         })
     }
@@ -351,7 +359,7 @@ impl Vfs for Passthrough {
     fn open(&self, _ctx: &Ctx, ino: Ino, flags: i32) -> io::Result<Opened> {
         let inode = self.inode(ino)?;
         let file = sys::reopen(&self.proc, inode.fd(), self.open_flags(flags))?;
-        self.opened(&inode, file)
+        self.opened(&inode, file, flags)
     }
 
     fn create(
@@ -391,7 +399,7 @@ impl Vfs for Passthrough {
             attr: attr_of(&st, ino),
         };
         let inode = self.inode(ino)?;
-        let mut opened = self.opened_with(&inode, file, &st)?;
+        let mut opened = self.opened_with(&inode, file, &st, flags)?;
         opened.created = made;
         Ok((entry, opened))
     }
@@ -416,6 +424,9 @@ impl Vfs for Passthrough {
                 Err(e) => return Err(e),
             }
         }
+        if handle.is_direct() {
+            uncache(file, offset, done);
+        }
         Ok(done)
     }
 
@@ -432,6 +443,9 @@ impl Vfs for Passthrough {
                 Err(_) if done > 0 => break,
                 Err(e) => return Err(e),
             }
+        }
+        if handle.is_direct() {
+            uncache(file, offset, done);
         }
         Ok(done)
     }
@@ -476,6 +490,7 @@ impl Vfs for Passthrough {
         Ok(Opened {
             fh,
             keep_cache: false,
+            uncached: false,
             created: false,
         })
     }
@@ -600,6 +615,18 @@ impl Vfs for Passthrough {
 
     fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {
         self.inodes.node(ino)
+    }
+}
+
+/// After I/O for a caller that asked for O_DIRECT: our copy went through
+/// SOURCE's page cache, so start writing it out now (instead of when the
+/// kernel's writeback gets to it) and drop what is clean, rather than keep
+/// a second copy of data the caller chose to cache itself. Durability is
+/// still fsync's (O_DIRECT alone does not promise it); the advice changes
+/// no data, so its failure is not the caller's.
+fn uncache(file: &File, offset: u64, len: usize) {
+    if let Err(e) = sys::uncache(file, offset, len as u64) {
+        tracing::trace!("posix_fadvise(DONTNEED) after O_DIRECT I/O: {e}");
     }
 }
 

@@ -236,6 +236,28 @@ pub fn link(
     )?)
 }
 
+/// The open flag that asks for uncached I/O (`O_DIRECT`).
+pub const DIRECT: OFlags = OFlags::DIRECT;
+
+/// Starts writeback of `len` bytes at `offset` and drops the pages of the
+/// range that are clean (`posix_fadvise(POSIX_FADV_DONTNEED)`): what an
+/// O_DIRECT caller expects of its own I/O, without aligning our buffers.
+///
+/// # Errors
+///
+/// As posix_fadvise(2); the advice changes no data.
+pub fn uncache(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let Some(len) = std::num::NonZeroU64::new(len) else {
+        return Ok(());
+    };
+    Ok(rustix::fs::fadvise(
+        file,
+        offset,
+        Some(len),
+        rustix::fs::Advice::DontNeed,
+    )?)
+}
+
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::fdatasync(fd)?)
 }
