@@ -310,3 +310,55 @@ fn dd_with_oflag_and_iflag_direct() {
     assert!(std::fs::read(fx.source().join("image")).unwrap() == model);
     common::assert_replicated(&fx, "dd with O_DIRECT");
 }
+
+/// Bytes of `path` in the page cache, from util-linux's fincore.
+fn resident(path: &Path) -> Option<u64> {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// O_DIRECT reads through the mount do not leave a second copy of the data
+/// in SOURCE's page cache, where SOURCE's file system can read uncached.
+#[test]
+fn direct_reads_leave_no_pages_in_source_cache() {
+    let Some(fx) = common::fixture() else { return };
+    let path = fx.mnt().join("cold");
+    let data = pattern(31, 8 << 20);
+    std::fs::write(&path, &data).unwrap();
+    common::assert_replicated(&fx, "before reading");
+
+    let source = File::open(fx.source().join("cold")).unwrap();
+    let mut probe = [0u8; 4096];
+    match rustix::io::preadv2(
+        &source,
+        &mut [io::IoSliceMut::new(&mut probe)],
+        0,
+        rustix::io::ReadWriteFlags::from_bits_retain(0x80),
+    ) {
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            eprintln!("SKIPPED: this kernel or file system has no RWF_DONTCACHE");
+            return;
+        }
+        r => {
+            r.unwrap();
+        }
+    }
+    source.sync_all().unwrap();
+    rustix::fs::fadvise(&source, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let Some(before) = resident(&fx.source().join("cold")) else {
+        eprintln!("SKIPPED: no fincore (util-linux) to count cached pages");
+        return;
+    };
+    assert_eq!(before, 0, "could not empty SOURCE's page cache of the file");
+
+    assert!(read_all_direct(&path) == data);
+    let after = resident(&fx.source().join("cold")).unwrap();
+    assert!(
+        after <= 1 << 20,
+        "O_DIRECT reads left {after} bytes of the file in SOURCE's page cache"
+    );
+}

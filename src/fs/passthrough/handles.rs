@@ -16,8 +16,9 @@ pub enum Handle {
         file: File,
         written: AtomicBool,
         /// The caller opened with O_DIRECT (which our own descriptor does
-        /// not carry, see `open_flags`).
-        direct: bool,
+        /// not carry, see `open_flags`) and SOURCE's file system can read
+        /// without keeping the pages (`RWF_DONTCACHE`).
+        uncached_reads: AtomicBool,
         _pin: Pin,
     },
     Dir {
@@ -36,7 +37,7 @@ impl Handle {
         Handle::File {
             file,
             written: AtomicBool::new(false),
-            direct,
+            uncached_reads: AtomicBool::new(direct),
             _pin: pin,
         }
     }
@@ -74,9 +75,16 @@ impl Handle {
         }
     }
 
-    /// The caller asked for uncached I/O (O_DIRECT) on this handle.
-    pub fn is_direct(&self) -> bool {
-        matches!(self, Handle::File { direct: true, .. })
+    /// Reads should not stay in SOURCE's page cache.
+    pub fn uncached_reads(&self) -> bool {
+        matches!(self, Handle::File { uncached_reads, .. } if uncached_reads.load(Ordering::Relaxed))
+    }
+
+    /// SOURCE's file system cannot read uncached: read the ordinary way.
+    pub fn cached_reads_only(&self) {
+        if let Handle::File { uncached_reads, .. } = self {
+            uncached_reads.store(false, Ordering::Relaxed);
+        }
     }
 
     pub fn was_written(&self) -> bool {

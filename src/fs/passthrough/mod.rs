@@ -183,9 +183,11 @@ impl Passthrough {
     fn open_flags(&self, flags: i32) -> OFlags {
         // O_DIRECT is the caller's promise about *its* buffers; ours (the
         // kernel's request buffers) are not aligned as it requires, so our
-        // descriptor is opened without it and the handle remembers that the
-        // caller asked (see `Handle::is_direct`). The kernel never tells us
-        // about a later fcntl(F_SETFL, O_DIRECT): it handles that itself.
+        // descriptor is opened without it: the adapter keeps the kernel's
+        // page cache out of the way instead (`Opened::uncached`), and reads
+        // skip SOURCE's where they can (`pread`). Writes stay cached in
+        // SOURCE on purpose: replication reads them back right away. The
+        // kernel never tells us about a later fcntl(F_SETFL, O_DIRECT).
         let mut f = OFlags::from_bits_retain(flags as u32)
             - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | sys::DIRECT);
         if self.options.writeback_cache {
@@ -416,16 +418,13 @@ impl Vfs for Passthrough {
         let file = handle.file()?;
         let mut done = 0;
         while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
+            match pread(&handle, file, &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) if done > 0 => break,
                 Err(e) => return Err(e),
             }
-        }
-        if handle.is_direct() {
-            uncache(file, offset, done);
         }
         Ok(done)
     }
@@ -443,9 +442,6 @@ impl Vfs for Passthrough {
                 Err(_) if done > 0 => break,
                 Err(e) => return Err(e),
             }
-        }
-        if handle.is_direct() {
-            uncache(file, offset, done);
         }
         Ok(done)
     }
@@ -618,16 +614,26 @@ impl Vfs for Passthrough {
     }
 }
 
-/// After I/O for a caller that asked for O_DIRECT: our copy went through
-/// SOURCE's page cache, so start writing it out now (instead of when the
-/// kernel's writeback gets to it) and drop what is clean, rather than keep
-/// a second copy of data the caller chose to cache itself. Durability is
-/// still fsync's (O_DIRECT alone does not promise it); the advice changes
-/// no data, so its failure is not the caller's.
-fn uncache(file: &File, offset: u64, len: usize) {
-    if let Err(e) = sys::uncache(file, offset, len as u64) {
-        tracing::trace!("posix_fadvise(DONTNEED) after O_DIRECT I/O: {e}");
+/// One read for `handle`. If its caller asked for O_DIRECT, the pages do
+/// not stay in SOURCE's page cache (the caller chose to cache them itself)
+/// where SOURCE's file system can do that; otherwise an ordinary pread.
+fn pread(handle: &Handle, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    if handle.uncached_reads() {
+        match sys::pread_dontcache(file, buf, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::info!(
+                        "uncached reads (RWF_DONTCACHE) not supported here: \
+                         O_DIRECT reads go through SOURCE's page cache"
+                    );
+                });
+                handle.cached_reads_only();
+            }
+            r => return r,
+        }
     }
+    file.read_at(buf, offset)
 }
 
 fn xattr_reply(mut buf: Vec<u8>, n: usize, size: u32) -> io::Result<XattrReply> {

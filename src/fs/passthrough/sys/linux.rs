@@ -239,22 +239,23 @@ pub fn link(
 /// The open flag that asks for uncached I/O (`O_DIRECT`).
 pub const DIRECT: OFlags = OFlags::DIRECT;
 
-/// Starts writeback of `len` bytes at `offset` and drops the pages of the
-/// range that are clean (`posix_fadvise(POSIX_FADV_DONTNEED)`): what an
-/// O_DIRECT caller expects of its own I/O, without aligning our buffers.
+/// `RWF_DONTCACHE` from `<linux/fs.h>` (Linux 6.14): buffered I/O whose
+/// pages leave the page cache once the I/O is done.
+const RWF_DONTCACHE: u32 = 0x80;
+
+/// Reads at `offset` through the page cache without leaving the pages
+/// there (`preadv2(RWF_DONTCACHE)`); no alignment needed, unlike O_DIRECT.
 ///
 /// # Errors
 ///
-/// As posix_fadvise(2); the advice changes no data.
-pub fn uncache(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let Some(len) = std::num::NonZeroU64::new(len) else {
-        return Ok(());
-    };
-    Ok(rustix::fs::fadvise(
+/// As preadv2(2): `EOPNOTSUPP` where the kernel (before 6.14) or the file
+/// system does not support it.
+pub fn pread_dontcache(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    Ok(rustix::io::preadv2(
         file,
+        &mut [io::IoSliceMut::new(buf)],
         offset,
-        Some(len),
-        rustix::fs::Advice::DontNeed,
+        rustix::io::ReadWriteFlags::from_bits_retain(RWF_DONTCACHE),
     )?)
 }
 

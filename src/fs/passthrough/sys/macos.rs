@@ -210,8 +210,8 @@ pub fn link(
 pub const DIRECT: OFlags = OFlags::empty();
 
 /// Never called: no open asks for O_DIRECT here.
-pub fn uncache(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    Ok(())
+pub fn pread_dontcache(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
 /// No fdatasync on macOS: fsync (which, unlike F_FULLFSYNC, does not flush
