@@ -139,6 +139,25 @@ fn check_file(fx: &replicafs::fixture::Fixture, name: &str, model: &[u8]) {
 #[test]
 fn direct_writes_and_reads_at_alignments_and_sizes() {
     let Some(fx) = common::fixture() else { return };
+    alignments_and_sizes(&fx);
+}
+
+/// With `cached_writes` only the O_DIRECT opens bypass the kernel's page
+/// cache; with `writeback_cache` the kernel would otherwise cache writes.
+#[test]
+fn direct_io_with_cached_writes_and_writeback_cache() {
+    for opts in ["cached_writes", "writeback_cache"] {
+        let builder = replicafs::fixture::Fixture::builder()
+            .options(opts)
+            .unwrap();
+        let Some(fx) = common::mount(builder) else {
+            return;
+        };
+        alignments_and_sizes(&fx);
+    }
+}
+
+fn alignments_and_sizes(fx: &replicafs::fixture::Fixture) {
     let mut seed = 1;
     for &size in &SIZES {
         // Created with O_CREAT|O_DIRECT, then reopened with O_DIRECT.
@@ -156,7 +175,7 @@ fn direct_writes_and_reads_at_alignments_and_sizes() {
         seed += 1;
         write_direct(&f, 512, &pattern(seed, size), &mut model);
         drop(f);
-        check_file(&fx, &name, &model);
+        check_file(fx, &name, &model);
 
         // An existing file written the ordinary way, then overwritten and
         // extended with O_DIRECT.
@@ -172,9 +191,9 @@ fn direct_writes_and_reads_at_alignments_and_sizes() {
             write_direct(&f, off, &pattern(seed, size), &mut model);
         }
         drop(f);
-        check_file(&fx, &name, &model);
+        check_file(fx, &name, &model);
     }
-    common::assert_replicated(&fx, "O_DIRECT writes");
+    common::assert_replicated(fx, "O_DIRECT writes");
 }
 
 /// A descriptor that cached the file's pages sees what an O_DIRECT writer
@@ -289,6 +308,16 @@ fn dd_with_oflag_and_iflag_direct() {
     ]);
     let mut model = input;
     model[10 * 4096..13 * 4096].copy_from_slice(&patch);
+    // O_DIRECT|O_DSYNC, as databases open their logs.
+    dd(&[
+        format!("if={}", here("patch")),
+        format!("of={}", mnt("image")),
+        "bs=4k".into(),
+        "seek=100".into(),
+        "conv=notrunc".into(),
+        "oflag=direct,dsync".into(),
+    ]);
+    model[100 * 4096..103 * 4096].copy_from_slice(&patch);
 
     dd(&[
         format!("if={}", mnt("image")),
