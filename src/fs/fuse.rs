@@ -720,3 +720,32 @@ pub fn max_pages_limit() -> Option<u32> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(uncached: bool) -> Opened {
+        Opened {
+            fh: 1,
+            keep_cache: false,
+            uncached,
+            created: false,
+        }
+    }
+
+    #[test]
+    fn o_direct_opens_bypass_the_page_cache_whatever_the_options() {
+        let direct = |o: &Opened, flags, direct_writes| {
+            fopen_flags(o, flags, direct_writes).contains(FopenFlags::FOPEN_DIRECT_IO)
+        };
+        for direct_writes in [false, true] {
+            for mode in [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR] {
+                assert!(direct(&opened(true), mode | libc::O_DIRECT, direct_writes));
+            }
+        }
+        assert!(!direct(&opened(false), libc::O_RDONLY, true));
+        assert!(!direct(&opened(false), libc::O_RDWR, false));
+        assert!(direct(&opened(false), libc::O_RDWR, true));
+    }
+}
