@@ -196,6 +196,40 @@ fn alignments_and_sizes(fx: &replicafs::fixture::Fixture) {
     common::assert_replicated(fx, "O_DIRECT writes");
 }
 
+/// Several threads overwriting one file with O_DIRECT at once (the kernel
+/// lets such writes run in parallel): every block lands, and the target
+/// matches.
+#[test]
+fn parallel_direct_writers_on_one_file() {
+    let Some(fx) = common::fixture() else { return };
+    let path = fx.mnt().join("parallel");
+    let blocks = 1024;
+    let mut model = pattern(41, blocks * PAGE);
+    std::fs::write(&path, &model).unwrap();
+    let threads = 8;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let path = &path;
+            s.spawn(move || {
+                let f = open_direct(path, false).unwrap();
+                let mut ignored = Vec::new();
+                for b in (t..blocks).step_by(threads) {
+                    let data = pattern(1000 + b as u64, PAGE);
+                    write_direct(&f, (b * PAGE) as u64, &data, &mut ignored);
+                }
+            });
+        }
+    });
+    for b in 0..blocks {
+        model[b * PAGE..(b + 1) * PAGE].copy_from_slice(&pattern(1000 + b as u64, PAGE));
+    }
+    assert!(
+        read_all_direct(&path) == model,
+        "a block written in parallel is missing"
+    );
+    common::assert_replicated(&fx, "parallel O_DIRECT writers");
+}
+
 /// A descriptor that cached the file's pages sees what an O_DIRECT writer
 /// wrote, as on a local file system.
 #[test]

@@ -154,6 +154,12 @@ fn fopen_flags(o: &Opened, flags: i32, direct_writes: bool) -> FopenFlags {
     if o.uncached || (direct_writes && flags & libc::O_ACCMODE != libc::O_RDONLY) {
         f |= FopenFlags::FOPEN_DIRECT_IO;
     }
+    if o.uncached {
+        // O_DIRECT callers (qemu, databases) keep several writes to one file
+        // in flight; the kernel then serialises only appending and extending
+        // ones. Our write path takes no per-file lock.
+        f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+    }
     f
 }
 
@@ -744,6 +750,14 @@ mod tests {
                 assert!(direct(&opened(true), mode | libc::O_DIRECT, direct_writes));
             }
         }
+        assert!(
+            fopen_flags(&opened(true), libc::O_RDWR, true)
+                .contains(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+        );
+        assert!(
+            !fopen_flags(&opened(false), libc::O_RDWR, true)
+                .contains(FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES)
+        );
         assert!(!direct(&opened(false), libc::O_RDONLY, true));
         assert!(!direct(&opened(false), libc::O_RDWR, false));
         assert!(direct(&opened(false), libc::O_RDWR, true));
