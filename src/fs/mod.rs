@@ -109,6 +109,9 @@ pub struct Opened {
     /// The file did not change since the kernel last cached it: keep the
     /// page cache instead of dropping it on open.
     pub keep_cache: bool,
+    /// The caller asked for uncached I/O (O_DIRECT): the kernel should not
+    /// cache this handle's reads and writes either.
+    pub uncached: bool,
     /// For create: the file was made by this call (not an existing one
     /// opened because the name turned out to exist, which the kernel's view
     /// of the directory may not know, e.g. after a rename between two hard

@@ -15,6 +15,10 @@ pub enum Handle {
     File {
         file: File,
         written: AtomicBool,
+        /// The caller opened with O_DIRECT (which our own descriptor does
+        /// not carry, see `open_flags`) and SOURCE's file system can read
+        /// without keeping the pages (`RWF_DONTCACHE`).
+        uncached_reads: AtomicBool,
         _pin: Pin,
     },
     Dir {
@@ -29,10 +33,11 @@ fn ebadf() -> io::Error {
 
 impl Handle {
     /// An open file; `pin` keeps its inode's descriptor while it is open.
-    pub fn new_file(file: File, pin: Pin) -> Self {
+    pub fn new_file(file: File, pin: Pin, direct: bool) -> Self {
         Handle::File {
             file,
             written: AtomicBool::new(false),
+            uncached_reads: AtomicBool::new(direct),
             _pin: pin,
         }
     }
@@ -67,6 +72,18 @@ impl Handle {
     pub fn mark_written(&self) {
         if let Handle::File { written, .. } = self {
             written.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads should not stay in SOURCE's page cache.
+    pub fn uncached_reads(&self) -> bool {
+        matches!(self, Handle::File { uncached_reads, .. } if uncached_reads.load(Ordering::Relaxed))
+    }
+
+    /// SOURCE's file system cannot read uncached: read the ordinary way.
+    pub fn cached_reads_only(&self) {
+        if let Handle::File { uncached_reads, .. } = self {
+            uncached_reads.store(false, Ordering::Relaxed);
         }
     }
 

@@ -176,8 +176,15 @@ impl Passthrough {
     }
 
     fn open_flags(&self, flags: i32) -> OFlags {
+        // O_DIRECT is the caller's promise about *its* buffers; ours (the
+        // kernel's request buffers) are not aligned as it requires, so our
+        // descriptor is opened without it: the adapter keeps the kernel's
+        // page cache out of the way instead (`Opened::uncached`), and reads
+        // skip SOURCE's where they can (`pread`). Writes stay cached in
+        // SOURCE on purpose: replication reads them back right away. The
+        // kernel never tells us about a later fcntl(F_SETFL, O_DIRECT).
         let mut f = OFlags::from_bits_retain(flags as u32)
-            - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY);
+            - (OFlags::CREATE | OFlags::EXCL | OFlags::NOCTTY | sys::DIRECT);
         if self.options.writeback_cache {
             // The kernel reads pages to fill partial writes, and it alone
             // knows where the end of the file is: it sends explicit offsets.
@@ -189,12 +196,14 @@ impl Passthrough {
         f
     }
 
-    fn opened(&self, inode: &Inode, file: File) -> io::Result<Opened> {
+    fn opened(&self, inode: &Inode, file: File, flags: i32) -> io::Result<Opened> {
         let st = rustix::fs::fstat(&file)?;
-        self.opened_with(inode, file, &st)
+        self.opened_with(inode, file, &st, flags)
     }
 
-    fn opened_with(&self, inode: &Inode, file: File, st: &Stat) -> io::Result<Opened> {
+    /// A handle for `file`, opened with the caller's open(2) `flags`.
+    fn opened_with(&self, inode: &Inode, file: File, st: &Stat, flags: i32) -> io::Result<Opened> {
+        let direct = OFlags::from_bits_retain(flags as u32).intersects(sys::DIRECT);
         let stamp = stamp_of(st);
         let keep_cache = {
             let mut cached = inode.cache_stamp.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,10 +213,11 @@ impl Passthrough {
         };
         let fh = self
             .handles
-            .insert(Handle::new_file(file, inode.node.pin()));
+            .insert(Handle::new_file(file, inode.node.pin(), direct));
         Ok(Opened {
             fh,
             keep_cache,
+            uncached: direct,
             created: false,
         })
     }
@@ -346,7 +356,7 @@ impl Vfs for Passthrough {
     fn open(&self, _ctx: &Ctx, ino: Ino, flags: i32) -> io::Result<Opened> {
         let inode = self.inode(ino)?;
         let file = sys::reopen(&self.proc, inode.fd(), self.open_flags(flags))?;
-        self.opened(&inode, file)
+        self.opened(&inode, file, flags)
     }
 
     fn create(
@@ -386,7 +396,7 @@ impl Vfs for Passthrough {
             attr: attr_of(&st, ino),
         };
         let inode = self.inode(ino)?;
-        let mut opened = self.opened_with(&inode, file, &st)?;
+        let mut opened = self.opened_with(&inode, file, &st, flags)?;
         opened.created = made;
         Ok((entry, opened))
     }
@@ -403,7 +413,7 @@ impl Vfs for Passthrough {
         let file = handle.file()?;
         let mut done = 0;
         while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
+            match pread(&handle, file, &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -471,6 +481,7 @@ impl Vfs for Passthrough {
         Ok(Opened {
             fh,
             keep_cache: false,
+            uncached: false,
             created: false,
         })
     }
@@ -604,6 +615,28 @@ impl Vfs for Passthrough {
     fn cold_inodes(&self, max: usize) -> Vec<Ino> {
         self.inodes.cold(max)
     }
+}
+
+/// One read for `handle`. If its caller asked for O_DIRECT, the pages do
+/// not stay in SOURCE's page cache (the caller chose to cache them itself)
+/// where SOURCE's file system can do that; otherwise an ordinary pread.
+fn pread(handle: &Handle, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    if handle.uncached_reads() {
+        match sys::pread_dontcache(file, buf, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    tracing::info!(
+                        "uncached reads (RWF_DONTCACHE) not supported here: \
+                         O_DIRECT reads go through SOURCE's page cache"
+                    );
+                });
+                handle.cached_reads_only();
+            }
+            r => return r,
+        }
+    }
+    file.read_at(buf, offset)
 }
 
 fn xattr_reply(mut buf: Vec<u8>, n: usize, size: u32) -> io::Result<XattrReply> {

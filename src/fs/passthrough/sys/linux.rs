@@ -236,6 +236,29 @@ pub fn link(
     )?)
 }
 
+/// The open flag that asks for uncached I/O (`O_DIRECT`).
+pub const DIRECT: OFlags = OFlags::DIRECT;
+
+/// `RWF_DONTCACHE` from `<linux/fs.h>` (Linux 6.14): buffered I/O whose
+/// pages leave the page cache once the I/O is done.
+const RWF_DONTCACHE: u32 = 0x80;
+
+/// Reads at `offset` through the page cache without leaving the pages
+/// there (`preadv2(RWF_DONTCACHE)`); no alignment needed, unlike O_DIRECT.
+///
+/// # Errors
+///
+/// As preadv2(2): `EOPNOTSUPP` where the kernel (before 6.14) or the file
+/// system does not support it.
+pub fn pread_dontcache(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    Ok(rustix::io::preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        offset,
+        rustix::io::ReadWriteFlags::from_bits_retain(RWF_DONTCACHE),
+    )?)
+}
+
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::fs::fdatasync(fd)?)
 }

@@ -206,6 +206,14 @@ pub fn link(
     )?)
 }
 
+/// macOS has no O_DIRECT open flag: nothing to strip.
+pub const DIRECT: OFlags = OFlags::empty();
+
+/// Never called: no open asks for O_DIRECT here.
+pub fn pread_dontcache(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
 /// No fdatasync on macOS: fsync (which, unlike F_FULLFSYNC, does not flush
 /// the drive's cache; the target side decides about that).
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
