@@ -27,8 +27,10 @@ pub const S_IFBLK: u32 = 0o060000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub name: Vec<u8>,
-    /// Raw `st_mode`; 0 for a name that is gone (deleted by the daemon,
-    /// with `--delete-missing-args`).
+    /// Raw `st_mode`. Never 0: a name that is gone is not listed (an
+    /// entry with mode 0 is what `--delete-missing-args` sends, and
+    /// receivers with the 2026 security fixes refuse it); the directory
+    /// that held it is swept instead.
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
@@ -56,6 +58,8 @@ impl Entry {
         self.mode & S_IFMT == S_IFREG
     }
 
+    /// An entry with only a name (mode 0: fill in the rest before it is
+    /// encoded).
     pub fn missing(name: Vec<u8>) -> Self {
         Entry {
             name,
@@ -136,6 +140,12 @@ pub fn encode(out: &mut Vec<u8>, ndx: u32, e: &Entry, nsec: bool, ids: bool) -> 
     }
     if e.name.is_empty() || e.name.len() > 4096 {
         return Err(bad(format!("file name of {} bytes", e.name.len())));
+    }
+    if e.mode == 0 {
+        return Err(bad(format!(
+            "{}: an entry without a mode",
+            String::from_utf8_lossy(&e.name)
+        )));
     }
     put_varint(out, x as i32);
     if x & XMIT_LONG_NAME != 0 {

@@ -86,6 +86,10 @@ pub(super) struct Plan<'a> {
     pub(super) delete: bool,
     /// Listed in another push: a sweep here must not delete them.
     pub(super) protect: Vec<Vec<u8>>,
+    /// Directories that lost names (see `gone`), not yet listed.
+    lost: BTreeSet<PathBuf>,
+    /// The topmost names gone from SOURCE that the sweeps delete.
+    gone: Vec<Vec<u8>>,
 }
 
 impl<'a> Plan<'a> {
@@ -96,6 +100,8 @@ impl<'a> Plan<'a> {
             data: HashMap::new(),
             delete: false,
             protect: Vec::new(),
+            lost: BTreeSet::new(),
+            gone: Vec::new(),
         }
     }
 
@@ -152,8 +158,13 @@ impl<'a> Plan<'a> {
             self.data.insert(e.name.clone(), d);
         }
         match self.entries.get_mut(&e.name) {
-            // A content directory stays one.
-            Some(old) if old.is_dir() && e.is_dir() => old.flags &= e.flags,
+            // A content directory stays one; a listed parent becomes one
+            // (with the root's XMIT_TOP_DIR).
+            Some(old) if old.is_dir() && e.is_dir() => {
+                if e.flags & XMIT_NO_CONTENT_DIR == 0 {
+                    old.flags = e.flags;
+                }
+            }
             Some(_) => {}
             None => {
                 self.entries.insert(e.name.clone(), e);
@@ -184,8 +195,10 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// A name that is gone from SOURCE: the daemon deletes the topmost
-    /// missing one (recursively).
+    /// A name that is gone from SOURCE. Not listed (an entry with mode 0,
+    /// `--delete-missing-args`, is refused by patched daemons): the
+    /// directory that held the topmost missing name is noted, and
+    /// `sweep_lost` lists it with what it holds now, swept of the rest.
     pub(super) fn gone(&mut self, rel: &Path) -> io::Result<()> {
         let mut top = rel;
         while let Some(parent) = top.parent() {
@@ -194,11 +207,73 @@ impl<'a> Plan<'a> {
             }
             top = parent;
         }
-        let name = name_of(top);
-        self.entries
-            .entry(name.clone())
-            .or_insert_with(|| Entry::missing(name));
-        self.ancestors(top)
+        if let Some(parent) = top.parent() {
+            self.gone.push(name_of(top));
+            self.lost.insert(parent.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Whether names gone from SOURCE wait for `sweep_lost`.
+    pub(super) fn has_lost(&self) -> bool {
+        !self.lost.is_empty()
+    }
+
+    /// Lists every directory that lost names as one the daemon sweeps
+    /// (`--delete`), with everything it holds now in SOURCE, so that only
+    /// the names that are really gone are deleted. The other names are
+    /// listed only to be spared: under the quick check (size and mtime)
+    /// an unchanged one costs the daemon a stat and no data; one SOURCE
+    /// changed since is sent (rsync's delta, not in place). They go
+    /// without hard-link information, so the sweep leaves the daemon's
+    /// links as they are. A directory one of `swept` already sweeps is
+    /// skipped.
+    pub(super) fn sweep_lost(&mut self, swept: &[&Plan<'_>]) -> io::Result<()> {
+        for dir in std::mem::take(&mut self.lost) {
+            let name = name_of(&dir);
+            let sweeps = |p: &Plan<'_>| {
+                p.entries
+                    .get(&name)
+                    .is_some_and(|e| e.is_dir() && e.flags & XMIT_NO_CONTENT_DIR == 0)
+            };
+            if sweeps(self) || swept.iter().any(|p| sweeps(p)) {
+                continue;
+            }
+            self.sweep(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, dir: &Path) -> io::Result<()> {
+        // Gone too by now: its parent lost it.
+        let mut dir = dir;
+        let st = loop {
+            match (self.src.lstat(dir)?, dir.parent()) {
+                (Some(st), _) => break st,
+                (None, Some(parent)) => dir = parent,
+                (None, None) => return Err(io::Error::other("SOURCE's root is gone")),
+            }
+        };
+        self.ancestors(dir)?;
+        // No longer a directory: listed itself, it replaces the daemon's.
+        self.add(dir, &st, true, Some(Data::Search))?;
+        if !is_dir(&st) {
+            return Ok(());
+        }
+        self.delete = true;
+        for name in self.src.list(dir)? {
+            let child = dir.join(&name);
+            if self.entries.contains_key(&name_of(&child)) {
+                continue;
+            }
+            if let Some(cst) = self.src.lstat(&child)? {
+                self.add(&child, &cst, false, Some(Data::Search))?;
+                if let Some(e) = self.entries.get_mut(&name_of(&child)) {
+                    e.inode = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `rel` and (for a directory) everything below it, every directory
@@ -309,6 +384,8 @@ impl<'a> Plan<'a> {
             }),
             delete: self.delete,
             protect: self.protect,
+            gone: self.gone,
+            sweep: false,
             ignore_times,
             inplace,
             fuzzy: false,

@@ -75,6 +75,13 @@ pub struct Push {
     /// Names (relative to the root) a `--delete` sweep must leave alone:
     /// sent as protect rules.
     pub protect: Vec<Vec<u8>>,
+    /// The names gone from SOURCE that the sweeps of this push delete
+    /// (not listed: they are what the swept directories do not list).
+    pub gone: Vec<Vec<u8>>,
+    /// Only a sweep of directories that lost names: the files are listed
+    /// so that it spares them, not because they changed (the daemon
+    /// quick-checks them; its hard links among them stay as they are).
+    pub sweep: bool,
     /// Send `--fuzzy`: a file new under its name is built against a similar
     /// file of its directory (same size and mtime first) when there is one.
     pub fuzzy: bool,
@@ -153,12 +160,6 @@ fn args(p: &Push) -> Vec<String> {
     a.push("--numeric-ids".into());
     if p.delete {
         a.push("--delete".into());
-    }
-    if p.entries.iter().any(|e| e.mode == 0) {
-        a.push("--delete-missing-args".into());
-        if p.inplace {
-            a.push("--force".into());
-        }
     }
     a
 }
@@ -449,6 +450,8 @@ mod tests {
             open: Box::new(|_| tempfile::tempfile()),
             delete: false,
             protect: Vec::new(),
+            gone: Vec::new(),
+            sweep: false,
             ignore_times: true,
             inplace: true,
             fuzzy: false,
