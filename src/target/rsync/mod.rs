@@ -156,11 +156,11 @@ impl RsyncTarget {
                 let name = Path::new(OsStr::from_bytes(gone));
                 shared.retain(|n| !n.starts_with(name));
             }
-            for e in &push.entries {
+            for (i, e) in push.entries.iter().enumerate() {
                 let name = Path::new(OsStr::from_bytes(&e.name));
                 if e.hlink.is_some() {
                     shared.insert(name.to_path_buf());
-                } else if !push.inplace && !push.sweep && e.is_file() {
+                } else if !push.inplace && !push.spared.contains(&i) && e.is_file() {
                     // Written as a new file: no longer linked to anything.
                     shared.remove(name);
                 }
@@ -210,7 +210,10 @@ impl RsyncTarget {
                 .entries
                 .values()
                 .filter(|e| {
+                    // Listed only to be spared by a sweep: the daemon's
+                    // links stay as they are.
                     e.is_file()
+                        && !plan.spared.contains(&e.name)
                         && (e.inode.is_some()
                             || shared.contains(Path::new(OsStr::from_bytes(&e.name))))
                 })
@@ -291,18 +294,17 @@ impl RsyncTarget {
             // tokens instead of the whole file. The deletions go last, by
             // the quick check (the names they list only to spare them are
             // up to date by then).
-            for (plan, inplace, fuzzy, swept, what) in [
-                (new, false, true, false, "new files"),
-                (same, true, false, false, "changes"),
-                (linked, false, false, false, "hard links"),
-                (sweep, false, false, true, "deletions"),
+            for (plan, ignore_times, inplace, fuzzy, what) in [
+                (new, true, false, true, "new files"),
+                (same, true, true, false, "changes"),
+                (linked, true, false, false, "hard links"),
+                (sweep, false, false, false, "deletions"),
             ] {
                 if plan.entries.is_empty() {
                     continue;
                 }
-                let mut push = plan.into_push(self.source.clone(), !swept, inplace)?;
+                let mut push = plan.into_push(self.source.clone(), ignore_times, inplace)?;
                 push.fuzzy = fuzzy;
-                push.sweep = swept;
                 let o = self.run(push, what)?;
                 total.literal += o.literal;
             }

@@ -90,6 +90,8 @@ pub(super) struct Plan<'a> {
     lost: BTreeSet<PathBuf>,
     /// The topmost names gone from SOURCE that the sweeps delete.
     gone: Vec<Vec<u8>>,
+    /// Listed only so that a sweep spares them.
+    pub(super) spared: BTreeSet<Vec<u8>>,
 }
 
 impl<'a> Plan<'a> {
@@ -102,6 +104,7 @@ impl<'a> Plan<'a> {
             protect: Vec::new(),
             lost: BTreeSet::new(),
             gone: Vec::new(),
+            spared: BTreeSet::new(),
         }
     }
 
@@ -154,6 +157,7 @@ impl<'a> Plan<'a> {
     ) -> io::Result<()> {
         let flags = if content { 0 } else { XMIT_NO_CONTENT_DIR };
         let e = self.entry(rel, st, flags)?;
+        self.spared.remove(&e.name);
         if let Some(d) = data.filter(|_| e.is_file()) {
             self.data.insert(e.name.clone(), d);
         }
@@ -226,8 +230,8 @@ impl<'a> Plan<'a> {
     /// an unchanged one costs the daemon a stat and no data; one SOURCE
     /// changed since is sent (rsync's delta, not in place). They go
     /// without hard-link information, so the sweep leaves the daemon's
-    /// links as they are. A directory one of `swept` already sweeps is
-    /// skipped.
+    /// links as they are (see `spared`). A directory one of `swept`
+    /// already sweeps is skipped.
     pub(super) fn sweep_lost(&mut self, swept: &[&Plan<'_>]) -> io::Result<()> {
         for dir in std::mem::take(&mut self.lost) {
             let name = name_of(&dir);
@@ -268,9 +272,11 @@ impl<'a> Plan<'a> {
             }
             if let Some(cst) = self.src.lstat(&child)? {
                 self.add(&child, &cst, false, Some(Data::Search))?;
-                if let Some(e) = self.entries.get_mut(&name_of(&child)) {
+                let name = name_of(&child);
+                if let Some(e) = self.entries.get_mut(&name) {
                     e.inode = None;
                 }
+                self.spared.insert(name);
             }
         }
         Ok(())
@@ -375,6 +381,12 @@ impl<'a> Plan<'a> {
                 d.map(|d| (i, d.clone()))
             })
             .collect();
+        let spared = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| self.spared.contains(&e.name))
+            .map(|(i, _)| i)
+            .collect();
         let tree = Arc::new(Tree::open(&source)?);
         Ok(Push {
             entries,
@@ -385,7 +397,7 @@ impl<'a> Plan<'a> {
             delete: self.delete,
             protect: self.protect,
             gone: self.gone,
-            sweep: false,
+            spared,
             ignore_times,
             inplace,
             fuzzy: false,
@@ -406,6 +418,79 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    fn listed(p: &Plan<'_>) -> Vec<(String, bool)> {
+        p.entries
+            .values()
+            .map(|e| {
+                let content = e.is_dir() && e.flags & XMIT_NO_CONTENT_DIR == 0;
+                (String::from_utf8_lossy(&e.name).into_owned(), content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gone_name_sweeps_the_directory_that_held_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(s("a/b/sub")).unwrap();
+        std::fs::write(s("a/b/kept"), b"k").unwrap();
+        std::fs::write(s("a/other"), b"o").unwrap();
+        let src = Tree::open(dir.path()).unwrap();
+        let mut p = Plan::new(&src);
+        // A whole tree gone (a/b/gone/deep/x): the topmost missing name is
+        // a/b/gone, so a/b is swept; a gone name at the top sweeps the root.
+        p.gone(Path::new("a/b/gone/deep/x")).unwrap();
+        p.gone(Path::new("a/b/gone")).unwrap();
+        p.gone(Path::new("top")).unwrap();
+        assert!(p.has_lost());
+        assert!(p.entries.is_empty(), "nothing listed before the sweep");
+        p.sweep_lost(&[]).unwrap();
+        assert!(p.delete);
+        assert_eq!(
+            listed(&p),
+            [
+                (".".to_string(), true),
+                ("a".to_string(), false),
+                ("a/b".to_string(), true),
+                ("a/b/kept".to_string(), false),
+                ("a/b/sub".to_string(), false),
+            ]
+        );
+        assert_eq!(p.entries[&b".".to_vec()].flags, XMIT_TOP_DIR);
+        assert!(p.spared.contains(b"a/b/kept".as_slice()));
+        assert!(p.entries.values().all(|e| e.mode != 0));
+        assert_eq!(
+            p.gone,
+            [b"a/b/gone".to_vec(), b"a/b/gone".to_vec(), b"top".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_sweep_climbs_past_a_directory_gone_since_and_skips_one_swept_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(s("a/b")).unwrap();
+        std::fs::create_dir_all(s("t")).unwrap();
+        std::fs::write(s("a/f"), b"f").unwrap();
+        let src = Tree::open(dir.path()).unwrap();
+        let mut p = Plan::new(&src);
+        p.gone(Path::new("a/b/x")).unwrap();
+        p.gone(Path::new("t/y")).unwrap();
+        std::fs::remove_dir(s("a/b")).unwrap();
+        // t is swept by another push (a renamed tree).
+        let mut other = Plan::new(&src);
+        other.tree(Path::new("t"), None).unwrap();
+        p.sweep_lost(&[&other]).unwrap();
+        assert_eq!(
+            listed(&p),
+            [
+                (".".to_string(), false),
+                ("a".to_string(), true),
+                ("a/f".to_string(), false),
+            ]
+        );
     }
 
     #[test]

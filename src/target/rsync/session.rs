@@ -1,7 +1,7 @@
 //! One push: connect, send the file list, answer the daemon's requests
 //! with deltas, run the phase protocol to the goodbye.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 
@@ -78,10 +78,10 @@ pub struct Push {
     /// The names gone from SOURCE that the sweeps of this push delete
     /// (not listed: they are what the swept directories do not list).
     pub gone: Vec<Vec<u8>>,
-    /// Only a sweep of directories that lost names: the files are listed
-    /// so that it spares them, not because they changed (the daemon
-    /// quick-checks them; its hard links among them stay as they are).
-    pub sweep: bool,
+    /// Entries (by index) listed only so that a sweep spares them, not
+    /// because they changed: the daemon quick-checks them, and its hard
+    /// links among them stay as they are.
+    pub spared: HashSet<usize>,
     /// Send `--fuzzy`: a file new under its name is built against a similar
     /// file of its directory (same size and mtime first) when there is one.
     pub fuzzy: bool,
@@ -451,7 +451,7 @@ mod tests {
             delete: false,
             protect: Vec::new(),
             gone: Vec::new(),
-            sweep: false,
+            spared: HashSet::new(),
             ignore_times: true,
             inplace: true,
             fuzzy: false,
