@@ -235,3 +235,73 @@ fn deletions_sweep_only_what_is_gone() {
         ino(&module.join("other/linked"))
     );
 }
+
+/// A listed file that cannot be opened when the daemon asks for it (gone
+/// since the list was made) is refused with MSG_NO_SEND; the index echoed
+/// for the next file must still be the right one.
+#[test]
+fn a_file_gone_before_it_is_sent_does_not_shift_the_next_index() {
+    use replicafs::target::rsync::flist::Entry;
+    use replicafs::target::rsync::handshake::Login;
+    use replicafs::target::rsync::session::{self, Push};
+    use std::io::Write;
+    let Some(d) = Daemon::start() else { return };
+    let file = |name: &str| Entry {
+        mode: 0o100644,
+        size: 5,
+        mtime: 1_700_000_000,
+        ..Entry::missing(name.as_bytes().to_vec())
+    };
+    let push = Push {
+        entries: vec![
+            Entry {
+                mode: 0o040755,
+                mtime: 1_700_000_000,
+                flags: replicafs::target::rsync::flist::XMIT_TOP_DIR,
+                ..Entry::missing(b".".to_vec())
+            },
+            file("a"),
+            file("b"),
+            file("c"),
+        ],
+        data: Default::default(),
+        open: Box::new(|e: &Entry| {
+            if e.name == b"b" {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            let mut f = tempfile::tempfile()?;
+            f.write_all(&[e.name[0]; 5])?;
+            Ok(f)
+        }),
+        delete: false,
+        protect: Vec::new(),
+        gone: Vec::new(),
+        spared: Default::default(),
+        ignore_times: false,
+        inplace: false,
+        fuzzy: false,
+    };
+    let url = RsyncUrl::parse(&d.url("push")).unwrap();
+    let login = Login {
+        url: &url,
+        password: None,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    // The daemon may report the vanished file; what matters is that the
+    // others arrive intact.
+    let r = session::run(&login, &push);
+    let m = d.module_dir("push");
+    assert_eq!(
+        std::fs::read(m.join("a")).ok(),
+        Some(b"aaaaa".to_vec()),
+        "{r:?}\n{}",
+        d.log()
+    );
+    assert_eq!(
+        std::fs::read(m.join("c")).ok(),
+        Some(b"ccccc".to_vec()),
+        "{r:?}\n{}",
+        d.log()
+    );
+    assert!(!m.join("b").exists());
+}

@@ -231,14 +231,16 @@ impl<'a> Plan<'a> {
     /// changed since is sent (rsync's delta, not in place). They go
     /// without hard-link information, so the sweep leaves the daemon's
     /// links as they are (see `spared`). A directory one of `swept`
-    /// already sweeps is skipped.
+    /// already sweeps (or lists as a non-directory) is skipped.
     pub(super) fn sweep_lost(&mut self, swept: &[&Plan<'_>]) -> io::Result<()> {
         for dir in std::mem::take(&mut self.lost) {
             let name = name_of(&dir);
+            // Swept, or no longer a directory: listed as what it is now,
+            // it replaces the daemon's directory (`--force`).
             let sweeps = |p: &Plan<'_>| {
                 p.entries
                     .get(&name)
-                    .is_some_and(|e| e.is_dir() && e.flags & XMIT_NO_CONTENT_DIR == 0)
+                    .is_some_and(|e| !e.is_dir() || e.flags & XMIT_NO_CONTENT_DIR == 0)
             };
             if sweeps(self) || swept.iter().any(|p| sweeps(p)) {
                 continue;

@@ -282,12 +282,19 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             let x = get_vstring(&mut c.input, 4096)?;
             super::wire::put_vstring(&mut extra, &x)?;
         }
-        let mut echo = Vec::new();
-        outs.put(&mut echo, ndx);
-        put_u16(&mut echo, iflags);
-        echo.extend_from_slice(&extra);
+        // Built only when it is sent: the index is encoded as the
+        // difference from the last one sent, so the state must not move
+        // for a file that is not (MSG_NO_SEND), or every later index the
+        // daemon reads is wrong.
+        let echo = |outs: &mut NdxState| {
+            let mut echo = Vec::new();
+            outs.put(&mut echo, ndx);
+            put_u16(&mut echo, iflags);
+            echo.extend_from_slice(&extra);
+            echo
+        };
         if iflags & ITEM_TRANSFER == 0 {
-            c.output.data(&echo)?;
+            c.output.data(&echo(&mut outs))?;
             continue;
         }
         if !entry.is_file() {
@@ -324,7 +331,7 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             }
         };
         let size = f.metadata()?.len().min(entry.size);
-        c.output.data(&echo)?;
+        c.output.data(&echo(&mut outs))?;
         let h = sums.head;
         for v in [h.count, h.blength, h.s2length, h.remainder] {
             c.output.data(&v.to_le_bytes())?;
