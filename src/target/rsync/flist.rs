@@ -34,8 +34,10 @@ pub const S_IFBLK: u32 = 0o060000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub name: Vec<u8>,
-    /// Raw `st_mode`; 0 for a name that is gone (deleted by the daemon,
-    /// with `--delete-missing-args`).
+    /// Raw `st_mode`. Never 0: a name that is gone is not listed (an
+    /// entry with mode 0 is what `--delete-missing-args` sends, and
+    /// receivers with the 2026 security fixes refuse it); the directory
+    /// that held it is swept instead.
     pub mode: u32,
     pub size: u64,
     pub mtime: i64,
@@ -63,6 +65,8 @@ impl Entry {
         self.mode & S_IFMT == S_IFREG
     }
 
+    /// An entry with only a name (mode 0: fill in the rest before it is
+    /// encoded).
     pub fn missing(name: Vec<u8>) -> Self {
         Entry {
             name,
@@ -144,6 +148,12 @@ pub fn encode(out: &mut Vec<u8>, ndx: u32, e: &Entry, nsec: bool, ids: bool) -> 
     if e.name.is_empty() || e.name.len() > 4096 {
         return Err(bad(format!("file name of {} bytes", e.name.len())));
     }
+    if e.mode == 0 {
+        return Err(bad(format!(
+            "{}: an entry without a mode",
+            String::from_utf8_lossy(&e.name)
+        )));
+    }
     put_varint(out, x as i32);
     if x & XMIT_LONG_NAME != 0 {
         put_varint(out, e.name.len() as i32);
@@ -175,30 +185,6 @@ pub fn encode(out: &mut Vec<u8>, ndx: u32, e: &Entry, nsec: bool, ids: bool) -> 
         put_varint(out, l.len() as i32);
         out.extend_from_slice(l);
     }
-    Ok(())
-}
-
-/// Appends a name that is gone (`--delete-missing-args`) as stock rsync
-/// sends one at the start of a list: everything "the same as before",
-/// which at the start is zero. Such names must come before every entry
-/// with a mode: some daemons (Debian's patched 3.2.7) refuse a mode of 0
-/// written out. The receiver sorts the list, so where they go on the wire
-/// does not change the indices requests use.
-pub fn encode_missing(out: &mut Vec<u8>, e: &Entry) -> io::Result<()> {
-    if e.mode != 0 || e.name.is_empty() || e.name.len() > 4096 {
-        return Err(bad("not a missing name"));
-    }
-    let mut x = XMIT_SAME_MODE | XMIT_SAME_UID | XMIT_SAME_GID | XMIT_SAME_TIME;
-    if e.name.len() > 255 {
-        x |= XMIT_LONG_NAME;
-        put_varint(out, x as i32);
-        put_varint(out, e.name.len() as i32);
-    } else {
-        put_varint(out, x as i32);
-        out.push(e.name.len() as u8);
-    }
-    out.extend_from_slice(&e.name);
-    put_varlong(out, 0, 3);
     Ok(())
 }
 
@@ -291,17 +277,6 @@ mod tests {
             mode,
             ..Entry::missing(name.as_bytes().to_vec())
         }
-    }
-
-    #[test]
-    fn a_missing_name_is_encoded_as_stock_rsync_does() {
-        // From `rsync -rlt --delete-missing-args --only-write-batch=B
-        // sub/gone5 DEST/sub/` (rsync 3.2.7): flags SAME_TIME|SAME_GID|
-        // SAME_UID|SAME_MODE, the name, a zero size.
-        let mut out = Vec::new();
-        encode_missing(&mut out, &Entry::missing(b"gone5".to_vec())).unwrap();
-        assert_eq!(out, b"\x80\x9a\x05gone5\x00\x00\x00");
-        assert!(encode_missing(&mut out, &e("f", S_IFREG | 0o644)).is_err());
     }
 
     #[test]

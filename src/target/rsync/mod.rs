@@ -8,8 +8,9 @@
 //! literal data for the dirty ones, with `--inplace` so the daemon rewrites
 //! only those blocks; the whole-file checksum still covers the file, and a
 //! mismatch makes the daemon ask again, answered with rsync's own
-//! rolling-checksum delta. Names that are gone are deleted with
-//! `--delete-missing-args`; a renamed directory is pushed as a tree.
+//! rolling-checksum delta. Names that are gone are deleted by a sweep
+//! (`--delete`) of the directories that held them, listed with what they
+//! hold now; a renamed directory is pushed as a tree.
 //!
 //! The protocol files: `wire` (integers, ndx), `mux` (framing), `handshake`
 //! (greeting, auth, setup), `flist` (the file list), `sums` (checksums),
@@ -171,13 +172,15 @@ impl RsyncTarget {
         let o = session::run(&self.login(), &push)?;
         {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-            for e in &push.entries {
+            for gone in &push.gone {
+                let name = Path::new(OsStr::from_bytes(gone));
+                shared.retain(|n| !n.starts_with(name));
+            }
+            for (i, e) in push.entries.iter().enumerate() {
                 let name = Path::new(OsStr::from_bytes(&e.name));
-                if e.mode == 0 {
-                    shared.retain(|n| !n.starts_with(name));
-                } else if e.hlink.is_some() {
+                if e.hlink.is_some() {
                     shared.insert(name.to_path_buf());
-                } else if !push.inplace && e.is_file() {
+                } else if !push.inplace && !push.spared.contains(&i) && e.is_file() {
                     // Written as a new file: no longer linked to anything.
                     shared.remove(name);
                 }
@@ -283,7 +286,10 @@ impl RsyncTarget {
                 .entries
                 .values()
                 .filter(|e| {
+                    // Listed only to be spared by a sweep: the daemon's
+                    // links stay as they are.
                     e.is_file()
+                        && !plan.spared.contains(&e.name)
                         && (e.inode.is_some()
                             || shared.contains(Path::new(OsStr::from_bytes(&e.name))))
                 })
@@ -334,10 +340,11 @@ impl RsyncTarget {
             let src = Tree::open(&self.source)?;
             let mut same = Plan::new(&src);
             let mut new = Plan::new(&src);
+            let mut sweep = Plan::new(&src);
             for (rel, d) in &pending {
                 let st = src.lstat(rel)?;
                 match (d, st) {
-                    (_, None) => same.gone(rel)?,
+                    (_, None) => sweep.gone(rel)?,
                     (Dirty::Tree | Dirty::Whole, Some(_)) => new.tree(rel, None)?,
                     (_, Some(_)) if under_renewed(rel) => {}
                     (d, Some(st)) => {
@@ -352,20 +359,27 @@ impl RsyncTarget {
             }
             let mut total = Outcome::default();
             let linked = self.take_links(&src, [&mut same, &mut new])?;
+            // Listed last, so that what it lists from SOURCE is no older
+            // than what the other pushes list: a name they send is never
+            // swept away for being missing from an older listing.
+            sweep.sweep_lost(&[&new])?;
             // New files go first, with --fuzzy: the name a file was renamed
             // from is still on the daemon then (its deletion is in the
-            // next push), so in the same directory it serves as the basis
+            // last push), so in the same directory it serves as the basis
             // (same size and mtime) and the rename costs block-match
-            // tokens instead of the whole file.
-            for (plan, inplace, fuzzy, what) in [
-                (new, false, true, "new files"),
-                (same, true, false, "changes"),
-                (linked, false, false, "hard links"),
+            // tokens instead of the whole file. The deletions go last, by
+            // the quick check (the names they list only to spare them are
+            // up to date by then).
+            for (plan, ignore_times, inplace, fuzzy, what) in [
+                (new, true, false, true, "new files"),
+                (same, true, true, false, "changes"),
+                (linked, true, false, false, "hard links"),
+                (sweep, false, false, false, "deletions"),
             ] {
                 if plan.entries.is_empty() {
                     continue;
                 }
-                let mut push = plan.into_push(self.source.clone(), true, inplace)?;
+                let mut push = plan.into_push(self.source.clone(), ignore_times, inplace)?;
                 push.fuzzy = fuzzy;
                 let o = self.run(push, what)?;
                 total.literal += o.literal;
@@ -413,13 +427,19 @@ impl RsyncTarget {
             for rel in &resyncs {
                 plan.tree(rel, None)?;
             }
+            plan.sweep_lost(&[])?;
             plan.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
             let linked = self.take_links(&src, [&mut plan])?;
             let mut o = self.run(plan.into_push(self.source.clone(), false, false)?, "resync")?;
             if !linked.entries.is_empty() {
+                // By the quick check, like the rest of a resync: a group
+                // the daemon already has as SOURCE does is left alone
+                // (mostly the echo of our own writes); compared block by
+                // block, every echo rewrote and re-linked it, and a verify
+                // running meanwhile saw it half built.
                 o.literal += self
                     .run(
-                        linked.into_push(self.source.clone(), true, false)?,
+                        linked.into_push(self.source.clone(), false, false)?,
                         "hard links",
                     )?
                     .literal;
@@ -588,10 +608,14 @@ impl Target for RsyncTarget {
         let src = Tree::open(source)?;
         let mut plan = Plan::new(&src);
         plan.tree(rel, Some(progress))?;
+        // `rel` is gone: the sweep of its directory lists the rest of it
+        // only to spare it, by the quick check.
+        let ignore_times = known_dirty && !plan.has_lost();
+        plan.sweep_lost(&[])?;
         plan.complete_links(&mut self.links.lock().unwrap_or_else(|e| e.into_inner()))?;
         let linked = self.take_links(&src, [&mut plan])?;
         let mut o = self.run(
-            plan.into_push(source.to_path_buf(), known_dirty, false)?,
+            plan.into_push(source.to_path_buf(), ignore_times, false)?,
             "reconcile",
         )?;
         if !linked.entries.is_empty() {

@@ -86,6 +86,12 @@ pub(super) struct Plan<'a> {
     pub(super) delete: bool,
     /// Listed in another push: a sweep here must not delete them.
     pub(super) protect: Vec<Vec<u8>>,
+    /// Directories that lost names (see `gone`), not yet listed.
+    lost: BTreeSet<PathBuf>,
+    /// The topmost names gone from SOURCE that the sweeps delete.
+    gone: Vec<Vec<u8>>,
+    /// Listed only so that a sweep spares them.
+    pub(super) spared: BTreeSet<Vec<u8>>,
 }
 
 impl<'a> Plan<'a> {
@@ -96,6 +102,9 @@ impl<'a> Plan<'a> {
             data: HashMap::new(),
             delete: false,
             protect: Vec::new(),
+            lost: BTreeSet::new(),
+            gone: Vec::new(),
+            spared: BTreeSet::new(),
         }
     }
 
@@ -148,12 +157,18 @@ impl<'a> Plan<'a> {
     ) -> io::Result<()> {
         let flags = if content { 0 } else { XMIT_NO_CONTENT_DIR };
         let e = self.entry(rel, st, flags)?;
+        self.spared.remove(&e.name);
         if let Some(d) = data.filter(|_| e.is_file()) {
             self.data.insert(e.name.clone(), d);
         }
         match self.entries.get_mut(&e.name) {
-            // A content directory stays one.
-            Some(old) if old.is_dir() && e.is_dir() => old.flags &= e.flags,
+            // A content directory stays one; a listed parent becomes one
+            // (with the root's XMIT_TOP_DIR).
+            Some(old) if old.is_dir() && e.is_dir() => {
+                if e.flags & XMIT_NO_CONTENT_DIR == 0 {
+                    old.flags = e.flags;
+                }
+            }
             Some(_) => {}
             None => {
                 self.entries.insert(e.name.clone(), e);
@@ -184,8 +199,10 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// A name that is gone from SOURCE: the daemon deletes the topmost
-    /// missing one (recursively).
+    /// A name that is gone from SOURCE. Not listed (an entry with mode 0,
+    /// `--delete-missing-args`, is refused by patched daemons): the
+    /// directory that held the topmost missing name is noted, and
+    /// `sweep_lost` lists it with what it holds now, swept of the rest.
     pub(super) fn gone(&mut self, rel: &Path) -> io::Result<()> {
         let mut top = rel;
         while let Some(parent) = top.parent() {
@@ -194,11 +211,77 @@ impl<'a> Plan<'a> {
             }
             top = parent;
         }
-        let name = name_of(top);
-        self.entries
-            .entry(name.clone())
-            .or_insert_with(|| Entry::missing(name));
-        self.ancestors(top)
+        if let Some(parent) = top.parent() {
+            self.gone.push(name_of(top));
+            self.lost.insert(parent.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Whether names gone from SOURCE wait for `sweep_lost`.
+    pub(super) fn has_lost(&self) -> bool {
+        !self.lost.is_empty()
+    }
+
+    /// Lists every directory that lost names as one the daemon sweeps
+    /// (`--delete`), with everything it holds now in SOURCE, so that only
+    /// the names that are really gone are deleted. The other names are
+    /// listed only to be spared: under the quick check (size and mtime)
+    /// an unchanged one costs the daemon a stat and no data; one SOURCE
+    /// changed since is sent (rsync's delta, not in place). They go
+    /// without hard-link information, so the sweep leaves the daemon's
+    /// links as they are (see `spared`). A directory one of `swept`
+    /// already sweeps (or lists as a non-directory) is skipped.
+    pub(super) fn sweep_lost(&mut self, swept: &[&Plan<'_>]) -> io::Result<()> {
+        for dir in std::mem::take(&mut self.lost) {
+            let name = name_of(&dir);
+            // Swept, or no longer a directory: listed as what it is now,
+            // it replaces the daemon's directory (`--force`).
+            let sweeps = |p: &Plan<'_>| {
+                p.entries
+                    .get(&name)
+                    .is_some_and(|e| !e.is_dir() || e.flags & XMIT_NO_CONTENT_DIR == 0)
+            };
+            if sweeps(self) || swept.iter().any(|p| sweeps(p)) {
+                continue;
+            }
+            self.sweep(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, dir: &Path) -> io::Result<()> {
+        // Gone too by now: its parent lost it.
+        let mut dir = dir;
+        let st = loop {
+            match (self.src.lstat(dir)?, dir.parent()) {
+                (Some(st), _) => break st,
+                (None, Some(parent)) => dir = parent,
+                (None, None) => return Err(io::Error::other("SOURCE's root is gone")),
+            }
+        };
+        self.ancestors(dir)?;
+        // No longer a directory: listed itself, it replaces the daemon's.
+        self.add(dir, &st, true, Some(Data::Search))?;
+        if !is_dir(&st) {
+            return Ok(());
+        }
+        self.delete = true;
+        for name in self.src.list(dir)? {
+            let child = dir.join(&name);
+            if self.entries.contains_key(&name_of(&child)) {
+                continue;
+            }
+            if let Some(cst) = self.src.lstat(&child)? {
+                self.add(&child, &cst, false, Some(Data::Search))?;
+                let name = name_of(&child);
+                if let Some(e) = self.entries.get_mut(&name) {
+                    e.inode = None;
+                }
+                self.spared.insert(name);
+            }
+        }
+        Ok(())
     }
 
     /// `rel` and (for a directory) everything below it, every directory
@@ -300,6 +383,12 @@ impl<'a> Plan<'a> {
                 d.map(|d| (i, d.clone()))
             })
             .collect();
+        let spared = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| self.spared.contains(&e.name))
+            .map(|(i, _)| i)
+            .collect();
         let tree = Arc::new(Tree::open(&source)?);
         Ok(Push {
             entries,
@@ -309,6 +398,8 @@ impl<'a> Plan<'a> {
             }),
             delete: self.delete,
             protect: self.protect,
+            gone: self.gone,
+            spared,
             ignore_times,
             inplace,
             fuzzy: false,
@@ -329,6 +420,79 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    fn listed(p: &Plan<'_>) -> Vec<(String, bool)> {
+        p.entries
+            .values()
+            .map(|e| {
+                let content = e.is_dir() && e.flags & XMIT_NO_CONTENT_DIR == 0;
+                (String::from_utf8_lossy(&e.name).into_owned(), content)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gone_name_sweeps_the_directory_that_held_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(s("a/b/sub")).unwrap();
+        std::fs::write(s("a/b/kept"), b"k").unwrap();
+        std::fs::write(s("a/other"), b"o").unwrap();
+        let src = Tree::open(dir.path()).unwrap();
+        let mut p = Plan::new(&src);
+        // A whole tree gone (a/b/gone/deep/x): the topmost missing name is
+        // a/b/gone, so a/b is swept; a gone name at the top sweeps the root.
+        p.gone(Path::new("a/b/gone/deep/x")).unwrap();
+        p.gone(Path::new("a/b/gone")).unwrap();
+        p.gone(Path::new("top")).unwrap();
+        assert!(p.has_lost());
+        assert!(p.entries.is_empty(), "nothing listed before the sweep");
+        p.sweep_lost(&[]).unwrap();
+        assert!(p.delete);
+        assert_eq!(
+            listed(&p),
+            [
+                (".".to_string(), true),
+                ("a".to_string(), false),
+                ("a/b".to_string(), true),
+                ("a/b/kept".to_string(), false),
+                ("a/b/sub".to_string(), false),
+            ]
+        );
+        assert_eq!(p.entries[&b".".to_vec()].flags, XMIT_TOP_DIR);
+        assert!(p.spared.contains(b"a/b/kept".as_slice()));
+        assert!(p.entries.values().all(|e| e.mode != 0));
+        assert_eq!(
+            p.gone,
+            [b"a/b/gone".to_vec(), b"a/b/gone".to_vec(), b"top".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_sweep_climbs_past_a_directory_gone_since_and_skips_one_swept_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = |p: &str| dir.path().join(p);
+        std::fs::create_dir_all(s("a/b")).unwrap();
+        std::fs::create_dir_all(s("t")).unwrap();
+        std::fs::write(s("a/f"), b"f").unwrap();
+        let src = Tree::open(dir.path()).unwrap();
+        let mut p = Plan::new(&src);
+        p.gone(Path::new("a/b/x")).unwrap();
+        p.gone(Path::new("t/y")).unwrap();
+        std::fs::remove_dir(s("a/b")).unwrap();
+        // t is swept by another push (a renamed tree).
+        let mut other = Plan::new(&src);
+        other.tree(Path::new("t"), None).unwrap();
+        p.sweep_lost(&[&other]).unwrap();
+        assert_eq!(
+            listed(&p),
+            [
+                (".".to_string(), false),
+                ("a".to_string(), true),
+                ("a/f".to_string(), false),
+            ]
+        );
     }
 
     #[test]

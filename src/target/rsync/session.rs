@@ -1,7 +1,7 @@
 //! One push: connect, send the file list, answer the daemon's requests
 //! with deltas, run the phase protocol to the goodbye.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 
@@ -75,6 +75,13 @@ pub struct Push {
     /// Names (relative to the root) a `--delete` sweep must leave alone:
     /// sent as protect rules.
     pub protect: Vec<Vec<u8>>,
+    /// The names gone from SOURCE that the sweeps of this push delete
+    /// (not listed: they are what the swept directories do not list).
+    pub gone: Vec<Vec<u8>>,
+    /// Entries (by index) listed only so that a sweep spares them, not
+    /// because they changed: the daemon quick-checks them, and its hard
+    /// links among them stay as they are.
+    pub spared: HashSet<usize>,
     /// Send `--fuzzy`: a file new under its name is built against a similar
     /// file of its directory (same size and mtime first) when there is one.
     pub fuzzy: bool,
@@ -187,12 +194,6 @@ fn args(p: &Push) -> Vec<String> {
     if p.delete {
         a.push("--delete".into());
     }
-    if p.entries.iter().any(|e| e.mode == 0) {
-        a.push("--delete-missing-args".into());
-        if p.inplace {
-            a.push("--force".into());
-        }
-    }
     a
 }
 
@@ -250,25 +251,7 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
         }
         put_i32(&mut head, 0); // end of the filter rules
     }
-    // Names that are gone go first on the wire (see `encode_missing`);
-    // hard-link references count wire positions, requests sorted ones.
-    let missing = p.entries.iter().filter(|e| e.mode == 0).count();
-    let mut wire = Vec::with_capacity(p.entries.len());
-    let (mut gone, mut kept) = (0u32, missing as u32);
-    for e in &p.entries {
-        if e.mode == 0 {
-            wire.push(gone);
-            gone += 1;
-        } else {
-            wire.push(kept);
-            kept += 1;
-        }
-    }
-    let order = (0..p.entries.len())
-        .filter(|&i| p.entries[i].mode == 0)
-        .chain((0..p.entries.len()).filter(|&i| p.entries[i].mode != 0));
-    for i in order {
-        let e = &p.entries[i];
+    for (i, e) in p.entries.iter().enumerate() {
         tracing::trace!(
             ndx = i,
             name = %String::from_utf8_lossy(&e.name),
@@ -278,15 +261,7 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             data = ?p.data.get(&i),
             "list"
         );
-        if e.mode == 0 {
-            flist::encode_missing(&mut head, e)?;
-        } else if let Some(first) = e.hlink {
-            let mut w = e.clone();
-            w.hlink = Some(wire[first as usize]);
-            flist::encode(&mut head, wire[i], &w, nsec, true)?;
-        } else {
-            flist::encode(&mut head, wire[i], e, nsec, true)?;
-        }
+        flist::encode(&mut head, i as u32, e, nsec, true)?;
         if head.len() >= 64 * 1024 {
             c.output.data(&head)?;
             head.clear();
@@ -340,12 +315,19 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             let x = get_vstring(&mut c.input, 4096)?;
             super::wire::put_vstring(&mut extra, &x)?;
         }
-        let mut echo = Vec::new();
-        outs.put(&mut echo, ndx);
-        put_u16(&mut echo, iflags);
-        echo.extend_from_slice(&extra);
+        // Built only when it is sent: the index is encoded as the
+        // difference from the last one sent, so the state must not move
+        // for a file that is not (MSG_NO_SEND), or every later index the
+        // daemon reads is wrong.
+        let echo = |outs: &mut NdxState| {
+            let mut echo = Vec::new();
+            outs.put(&mut echo, ndx);
+            put_u16(&mut echo, iflags);
+            echo.extend_from_slice(&extra);
+            echo
+        };
         if iflags & ITEM_TRANSFER == 0 {
-            c.output.data(&echo)?;
+            c.output.data(&echo(&mut outs))?;
             continue;
         }
         if !entry.is_file() {
@@ -382,7 +364,7 @@ fn transfer(c: &mut Connection, p: &Push) -> io::Result<Outcome> {
             }
         };
         let size = f.metadata()?.len().min(entry.size);
-        c.output.data(&echo)?;
+        c.output.data(&echo(&mut outs))?;
         let h = sums.head;
         for v in [h.count, h.blength, h.s2length, h.remainder] {
             c.output.data(&v.to_le_bytes())?;
@@ -508,6 +490,8 @@ mod tests {
             open: Box::new(|_| tempfile::tempfile()),
             delete: false,
             protect: Vec::new(),
+            gone: Vec::new(),
+            spared: HashSet::new(),
             ignore_times: true,
             inplace: true,
             fuzzy: false,
