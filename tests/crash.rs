@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Dirs, mounted};
+use common::{Dirs, mounted, run_ok};
 
 fn bin() -> Command {
     common::bin("info")
@@ -21,29 +21,7 @@ fn bin() -> Command {
 
 /// Mounts with --daemon; returns the daemon's pid.
 fn mount(d: &Dirs) -> u32 {
-    let out = bin()
-        .args(d.mount_args("target", &["--daemon"]))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mount failed: {err}");
-    err.split("(pid ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {err}"))
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = bin().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::mount_daemon(d, &[])
 }
 
 /// A workload thread: random changes through the mount until told to stop

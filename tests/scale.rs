@@ -6,32 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use common::workloads::{self, Rng};
-use common::{Dirs, assert_same_tree, mounted, snapshot};
+use common::{Dirs, assert_same_tree, mounted, run_ok, snapshot};
 use replicafs::fixture::Fixture;
-
-fn bin() -> Command {
-    common::bin("info")
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    bin().args(args).output().unwrap()
-}
-
-fn run_ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -73,18 +52,7 @@ fn fifty_thousand_files_with_a_limit_of_1024_descriptors() {
             std::fs::write(dir.join(format!("f{j:04}")), format!("{i}/{j}")).unwrap();
         }
     }
-    let out = bin()
-        .args(d.mount_args("target", &["--daemon", "-o", "rlimit_nofile=1024"]))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "mount failed: {err}");
-    let pid: u32 = err
-        .split("(pid ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {err}"));
+    let pid = common::mount_daemon(&d, &["-o", "rlimit_nofile=1024"]);
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let nofile = limits
         .lines()

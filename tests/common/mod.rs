@@ -163,6 +163,37 @@ pub fn bin(log: &str) -> std::process::Command {
     c
 }
 
+/// Runs the binary with `args`; it must succeed. Returns its stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = bin("info").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Mounts `d`'s src at mnt with `--daemon` and `extra`; returns the
+/// daemon's pid.
+pub fn mount_daemon(d: &Dirs, extra: &[&str]) -> u32 {
+    let mut args = vec!["--daemon"];
+    args.extend_from_slice(extra);
+    let out = bin("info")
+        .args(d.mount_args("target", &args))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mount failed: {err}");
+    err.split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {err}"))
+}
+
 pub fn mounted(mnt: &Path) -> bool {
     replicafs::mountinfo::find(mnt).unwrap().is_some()
 }
