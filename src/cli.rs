@@ -5,9 +5,11 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 
-use crate::sync::policy::TargetDown;
+use crate::backend::IoChoice;
+use crate::sync::policy::{Consistency, TargetDown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,7 +63,7 @@ pub struct MountArgs {
     #[arg(long = "target", required = true, value_name = "TARGET")]
     pub targets: Vec<OsString>,
     /// When writes return relative to the targets.
-    #[arg(long, value_enum, default_value_t = Consistency::Fsync)]
+    #[arg(long, value_parser = consistency_values(), default_value_t = Consistency::Fsync)]
     pub consistency: Consistency,
     /// What fsync (and, in sync mode, every change) does while a target is
     /// down: block (wait, EIO after the barrier timeout), degrade (return
@@ -73,7 +75,7 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_lag: Option<std::time::Duration>,
     /// Fast-I/O backend for moving data to targets.
-    #[arg(long, value_enum, default_value_t = IoChoice::Auto)]
+    #[arg(long, value_parser = io_values(), default_value_t = IoChoice::Auto)]
     pub io: IoChoice,
     /// Where the journal, log and control socket live.
     #[arg(long, value_name = "DIR")]
@@ -89,24 +91,18 @@ pub struct MountArgs {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Consistency {
-    /// A write returns once every target applied it.
-    Sync,
-    /// Writes return at once; fsync and `replicafs sync` are barriers.
-    Fsync,
-    /// Never block writers; lag bounded by --max-lag.
-    Async,
+/// `--consistency`: one possible value per mode, with its help line.
+fn consistency_values() -> impl TypedValueParser<Value = Consistency> {
+    PossibleValuesParser::new(
+        Consistency::ALL.map(|c| PossibleValue::new(c.as_str()).help(c.help())),
+    )
+    .try_map(|s| s.parse::<Consistency>())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IoChoice {
-    /// The platform's default: io_uring on Linux (portable if the kernel
-    /// refuses it), the macOS backend (F_NOCACHE, F_FULLFSYNC) on macOS,
-    /// portable on Windows.
-    Auto,
-    Uring,
-    Portable,
+/// `--io`: one possible value per backend choice, with its help line.
+fn io_values() -> impl TypedValueParser<Value = IoChoice> {
+    PossibleValuesParser::new(IoChoice::ALL.map(|c| PossibleValue::new(c.as_str()).help(c.help())))
+        .try_map(|s| s.parse::<IoChoice>())
 }
 
 fn parse_target_down(s: &str) -> Result<TargetDown, String> {

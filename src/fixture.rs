@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use crate::cli::{Consistency, IoChoice};
+use crate::backend::IoChoice;
 use crate::config::{FuseMountOptions, Target};
 use crate::mount::{MountSpec, Mounted};
+use crate::sync::policy::Consistency;
 use crate::sync::policy::TargetDown;
 
 pub struct Fixture {
@@ -42,7 +43,7 @@ pub struct FixtureBuilder {
 /// An rsync daemon module as the fixture's target.
 #[derive(Debug, Clone)]
 struct Remote {
-    url: crate::config::RsyncUrl,
+    url: crate::replica::rsync::RsyncUrl,
     password_file: Option<PathBuf>,
     /// Where the module's files are on this machine, for `target()` and
     /// `verify()`.
@@ -100,7 +101,7 @@ impl FixtureBuilder {
         password_file: Option<PathBuf>,
         local: &Path,
     ) -> io::Result<Self> {
-        let url = crate::config::RsyncUrl::parse(url)
+        let url = crate::replica::rsync::RsyncUrl::parse(url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.remote = Some(Remote {
             url,

@@ -34,7 +34,7 @@ pub mod sync {
     pub mod policy;
 }
 #[cfg(unix)]
-pub mod target;
+pub mod replica;
 #[cfg(target_os = "linux")]
 pub mod verify;
 #[cfg(unix)]

@@ -279,7 +279,7 @@ fn require_our_mount(mountpoint: &Path) -> Result<std::path::PathBuf> {
 fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
     match target.to_str().filter(|s| s.contains("://")) {
         Some(url) => {
-            replicafs::config::RsyncUrl::parse(url)?;
+            replicafs::replica::rsync::RsyncUrl::parse(url)?;
         }
         None => {
             let p = Path::new(target);

@@ -8,18 +8,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Consistency, IoChoice};
+use crate::backend::IoChoice;
 use crate::config::{FuseMountOptions, MountFlag, Target as TargetSpec};
 use crate::error::context;
 use crate::fs::fuse::{FuseAdapter, FuseOptions, FuseStats};
 use crate::fs::passthrough::{Options, Passthrough};
 use crate::fs::recording::Recording;
 use crate::journal::Journal;
+use crate::replica::Replica;
 use crate::state_dir::StateDir;
+use crate::sync::policy::Consistency;
 use crate::sync::policy::TargetDown;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
-use crate::target::Target;
 
 /// Session threads when `-o threads=` is not given: enough that a slow
 /// SOURCE call does not stall every other request.
@@ -148,10 +149,10 @@ impl crate::control::Handler for ControlHandler {
     }
 }
 
-fn open_target(t: &TargetSpec, spec: &MountSpec) -> io::Result<Box<dyn Target>> {
+fn open_target(t: &TargetSpec, spec: &MountSpec) -> io::Result<Box<dyn Replica>> {
     match t {
-        TargetSpec::Dir(p) => crate::target::open_dir(p),
-        TargetSpec::Rsync(u) => crate::target::open_rsync(u, rsync_password(spec)?, &spec.source),
+        TargetSpec::Dir(p) => crate::replica::open_dir(p),
+        TargetSpec::Rsync(u) => crate::replica::open_rsync(u, rsync_password(spec)?, &spec.source),
     }
 }
 

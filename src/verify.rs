@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{OFlags, Stat};
 
-use crate::target::tree::{Tree, is_dir, is_file, is_symlink, mode_of};
+use crate::replica::tree::{Tree, is_dir, is_file, is_symlink, mode_of};
 
 /// Every difference between `a` and `b`, as lines `"path: what"`.
 pub fn compare(a: &Path, b: &Path) -> io::Result<Vec<String>> {

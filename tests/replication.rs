@@ -11,8 +11,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use replicafs::cli::Consistency;
 use replicafs::fixture::Fixture;
+use replicafs::sync::policy::Consistency;
 
 #[test]
 fn every_operation_reaches_the_target() {

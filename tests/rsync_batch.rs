@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use common::rsyncd::Daemon;
 use replicafs::backend::Portable;
-use replicafs::config::RsyncUrl;
 use replicafs::journal::record::Op;
-use replicafs::target::rsync::RsyncTarget;
-use replicafs::target::{Change, Progress, Target};
+use replicafs::replica::rsync::RsyncReplica;
+use replicafs::replica::rsync::RsyncUrl;
+use replicafs::replica::{Change, Progress, Replica};
 
-fn change(t: &RsyncTarget, op: Op) {
+fn change(t: &RsyncReplica, op: Op) {
     let c = Change {
         op: &op,
         extents: None,
@@ -24,15 +24,15 @@ fn change(t: &RsyncTarget, op: Op) {
     t.apply(&c, &Portable::new()).unwrap();
 }
 
-fn setup() -> Option<(Daemon, tempfile::TempDir, RsyncTarget)> {
+fn setup() -> Option<(Daemon, tempfile::TempDir, RsyncReplica)> {
     let d = Daemon::start()?;
     let src = tempfile::tempdir().unwrap();
-    let t = RsyncTarget::new(RsyncUrl::parse(&d.url("push")).unwrap(), None, src.path());
+    let t = RsyncReplica::new(RsyncUrl::parse(&d.url("push")).unwrap(), None, src.path());
     Some((d, src, t))
 }
 
 /// The whole tree pushed, as the start-up reconcile does; then checked.
-fn reconcile(t: &RsyncTarget, d: &Daemon, src: &Path) {
+fn reconcile(t: &RsyncReplica, d: &Daemon, src: &Path) {
     t.reconcile(
         src,
         Path::new(""),
@@ -241,9 +241,9 @@ fn deletions_sweep_only_what_is_gone() {
 /// for the next file must still be the right one.
 #[test]
 fn a_file_gone_before_it_is_sent_does_not_shift_the_next_index() {
-    use replicafs::target::rsync::flist::Entry;
-    use replicafs::target::rsync::handshake::Login;
-    use replicafs::target::rsync::session::{self, Push};
+    use replicafs::replica::rsync::flist::Entry;
+    use replicafs::replica::rsync::handshake::Login;
+    use replicafs::replica::rsync::session::{self, Push};
     use std::io::Write;
     let Some(d) = Daemon::start() else { return };
     let file = |name: &str| Entry {
@@ -257,7 +257,7 @@ fn a_file_gone_before_it_is_sent_does_not_shift_the_next_index() {
             Entry {
                 mode: 0o040755,
                 mtime: 1_700_000_000,
-                flags: replicafs::target::rsync::flist::XMIT_TOP_DIR,
+                flags: replicafs::replica::rsync::flist::XMIT_TOP_DIR,
                 ..Entry::missing(b".".to_vec())
             },
             file("a"),

@@ -28,7 +28,54 @@ pub use portable::Portable;
 #[cfg(target_os = "linux")]
 pub use uring::Uring;
 
-use crate::cli::IoChoice;
+/// `--io`: which backend moves data to the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoChoice {
+    /// The platform's default: io_uring on Linux (portable if the kernel
+    /// refuses it), the macOS backend (F_NOCACHE, F_FULLFSYNC) on macOS,
+    /// portable on Windows.
+    Auto,
+    Uring,
+    Portable,
+}
+
+impl IoChoice {
+    pub const ALL: [IoChoice; 3] = [IoChoice::Auto, IoChoice::Uring, IoChoice::Portable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoChoice::Auto => "auto",
+            IoChoice::Uring => "uring",
+            IoChoice::Portable => "portable",
+        }
+    }
+
+    /// One line for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            IoChoice::Auto => "The platform's default: io_uring on Linux, F_NOCACHE on macOS",
+            IoChoice::Uring => "io_uring (portable, with a log line, if the kernel refuses it)",
+            IoChoice::Portable => "pread/pwrite, the reference",
+        }
+    }
+}
+
+impl std::fmt::Display for IoChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IoChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("'{s}' is not an I/O backend (one of auto, uring, portable)"))
+    }
+}
 
 /// Moves ranges between open files.
 pub trait FastIo: Send + Sync {

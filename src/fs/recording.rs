@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::cli::Consistency;
 use crate::fs::{
     Attr, Ctx, DirEntry, Entry, Fh, Ino, Opened, ROOT_INO, SetAttr, StatFs, Vfs, XattrReply,
 };
 use crate::journal::record::{NodeKind, Op};
 use crate::sync::Engine;
+use crate::sync::policy::Consistency;
 
 /// renameat2's flag as the kernel's FUSE request carries it.
 const RENAME_EXCHANGE: u32 = 2;

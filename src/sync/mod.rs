@@ -23,7 +23,7 @@ use crate::fs::{Identity, Ino};
 use crate::journal::Journal;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
-use crate::target::{Change, Progress, Target};
+use crate::replica::{Change, Progress, Replica};
 use policy::TargetDown;
 
 /// One change waiting for the targets.
@@ -73,7 +73,7 @@ pub enum Startup {
 }
 
 struct Slot {
-    target: Box<dyn Target>,
+    target: Box<dyn Replica>,
     applied: AtomicU64,
     claimed: AtomicU64,
     replicated: AtomicU64,
@@ -179,7 +179,7 @@ impl Engine {
     pub fn new(
         source: &Path,
         journal: Journal,
-        targets: Vec<Box<dyn Target>>,
+        targets: Vec<Box<dyn Replica>>,
         io: Box<dyn FastIo>,
         on_down: TargetDown,
     ) -> Arc<Self> {

@@ -1,9 +1,60 @@
-//! What a writer's barrier (`fsync` through the mount, every change in
-//! `sync` mode) does when a target is down. Compiled on every platform:
-//! the command line parses into it.
+//! When writers wait for the replicas ([`Consistency`]), and what a
+//! writer's barrier (`fsync` through the mount, every change in `sync`
+//! mode) does when a target is down ([`TargetDown`]). The command line and
+//! the config parse into these.
 
 use std::fmt;
 use std::str::FromStr;
+
+/// `--consistency`: when a write through the mount returns, relative to
+/// the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// A write returns once every target applied it.
+    Sync,
+    /// Writes return at once; fsync and `replicafs sync` are barriers.
+    Fsync,
+    /// Never block writers; lag bounded by --max-lag.
+    Async,
+}
+
+impl Consistency {
+    pub const ALL: [Consistency; 3] = [Consistency::Sync, Consistency::Fsync, Consistency::Async];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Sync => "sync",
+            Consistency::Fsync => "fsync",
+            Consistency::Async => "async",
+        }
+    }
+
+    /// One line for `--help`.
+    pub fn help(self) -> &'static str {
+        match self {
+            Consistency::Sync => "A write returns once every target applied it",
+            Consistency::Fsync => "Writes return at once; fsync and `replicafs sync` are barriers",
+            Consistency::Async => "Never block writers; lag bounded by --max-lag",
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("'{s}' is not a consistency mode (one of sync, fsync, async)"))
+    }
+}
 
 /// `--on-target-down`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,5 +123,9 @@ mod tests {
             assert_eq!(n.parse::<TargetDown>().unwrap().as_str(), n);
         }
         assert!("wait".parse::<TargetDown>().unwrap_err().contains("'wait'"));
+        for c in Consistency::ALL {
+            assert_eq!(c.as_str().parse::<Consistency>(), Ok(c));
+        }
+        assert!("eventual".parse::<Consistency>().is_err());
     }
 }

@@ -16,7 +16,7 @@ use std::io;
 #[cfg(test)]
 use super::sums::sum1;
 use super::sums::{Checksum, Rolling};
-use crate::target::tree::read_full;
+use crate::replica::tree::read_full;
 
 /// Literal runs are sent in tokens of at most this many bytes (rsync's
 /// CHUNK_SIZE, which every receiver accepts).

@@ -15,25 +15,25 @@ use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Times
 
 use super::sparse;
 use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
-use super::{Change, Progress, Target};
+use super::{Change, Progress, Replica};
 use crate::backend::FastIo;
 use crate::fs::Identity;
 use crate::journal::record::{NodeKind, Op};
 
-pub struct DirTarget {
+pub struct DirReplica {
     path: PathBuf,
     /// Reopened when the directory was removed and made again.
     tree: Mutex<Option<Arc<Tree>>>,
     reset: std::sync::atomic::AtomicBool,
 }
 
-impl DirTarget {
+impl DirReplica {
     /// The target at `path`, created if missing.
     pub fn new(path: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| {
             crate::error::context(format_args!("create target {}", path.display()), e)
         })?;
-        let t = DirTarget {
+        let t = DirReplica {
             path: path.to_path_buf(),
             tree: Mutex::new(None),
             reset: std::sync::atomic::AtomicBool::new(false),
@@ -190,7 +190,7 @@ fn subject_stat(id: &Identity) -> io::Result<Option<Stat>> {
     }
 }
 
-impl DirTarget {
+impl DirReplica {
     fn create(&self, t: &Tree, rel: &Path, kind: NodeKind, mode: u32) -> io::Result<()> {
         let (dir, name) = t.parent(rel)?;
         self.create_at(t, dir.as_fd(), &name, rel, kind, mode)
@@ -840,7 +840,7 @@ fn fix_attrs(dir: BorrowedFd<'_>, name: &OsStr, have: &Stat, want: &Stat) -> io:
     Ok(())
 }
 
-impl Target for DirTarget {
+impl Replica for DirReplica {
     fn name(&self) -> String {
         self.path.display().to_string()
     }

@@ -448,7 +448,7 @@ fn read_sums(r: &mut impl Read, keep: bool, digest_len: usize) -> io::Result<Sum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RsyncUrl;
+    use crate::replica::rsync::RsyncUrl;
     use proptest::prelude::*;
     use std::io::Write;
     use std::net::TcpListener;

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::backend::FastIo;
-use crate::config::RsyncUrl;
 use crate::fs::Identity;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
+use crate::replica::rsync::RsyncUrl;
 
 /// One change to apply, with what SOURCE can tell about it now.
 pub struct Change<'a> {
@@ -45,7 +45,7 @@ pub struct Progress {
     pub entries_fixed: AtomicU64,
 }
 
-pub trait Target: Send + Sync {
+pub trait Replica: Send + Sync {
     /// As the user wrote it.
     fn name(&self) -> String;
 
@@ -112,8 +112,8 @@ pub trait Target: Send + Sync {
 
 /// The directory target at `path`.
 #[cfg(target_os = "linux")]
-pub fn open_dir(path: &Path) -> io::Result<Box<dyn Target>> {
-    Ok(Box::new(dir::DirTarget::new(path)?))
+pub fn open_dir(path: &Path) -> io::Result<Box<dyn Replica>> {
+    Ok(Box::new(dir::DirReplica::new(path)?))
 }
 
 /// The rsync daemon target at `url`, reading changed files from `source`.
@@ -122,8 +122,8 @@ pub fn open_rsync(
     url: &RsyncUrl,
     password: Option<Vec<u8>>,
     source: &Path,
-) -> io::Result<Box<dyn Target>> {
-    Ok(Box::new(rsync::RsyncTarget::new(
+) -> io::Result<Box<dyn Replica>> {
+    Ok(Box::new(rsync::RsyncReplica::new(
         url.clone(),
         password,
         source,
@@ -131,7 +131,7 @@ pub fn open_rsync(
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn open_dir(path: &Path) -> io::Result<Box<dyn Target>> {
+pub fn open_dir(path: &Path) -> io::Result<Box<dyn Replica>> {
     Err(not_here(&path.display(), "directory"))
 }
 
@@ -140,7 +140,7 @@ pub fn open_rsync(
     url: &RsyncUrl,
     _password: Option<Vec<u8>>,
     _source: &Path,
-) -> io::Result<Box<dyn Target>> {
+) -> io::Result<Box<dyn Replica>> {
     Err(not_here(url, "rsync://"))
 }
 

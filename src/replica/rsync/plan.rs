@@ -14,8 +14,8 @@ use rustix::fs::{OFlags, Stat};
 
 use super::flist::{self, Entry, XMIT_NO_CONTENT_DIR, XMIT_TOP_DIR};
 use super::session::{Data, Push};
-use crate::target::Progress;
-use crate::target::tree::{Tree, is_dir, is_file, is_symlink};
+use crate::replica::Progress;
+use crate::replica::tree::{Tree, is_dir, is_file, is_symlink};
 
 pub(super) type Inode = (u64, u64);
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::mux::{DataIn, DataOut};
 use super::sums::{AUTH_DIGESTS, Checksum, OUR_CHECKSUMS, auth_response};
+use super::url::RsyncUrl;
 use super::wire::{bad, get_i32, get_varint, get_vstring, put_vstring};
-use crate::config::RsyncUrl;
 
 /// The newest protocol we speak, and the oldest.
 pub const PROTOCOL: u32 = 32;

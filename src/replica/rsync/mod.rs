@@ -24,6 +24,7 @@ pub mod mux;
 mod plan;
 pub mod session;
 pub mod sums;
+pub mod url;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,11 +40,11 @@ use self::handshake::Login;
 use self::plan::{Links, Plan};
 use self::session::{Data, Outcome, Push, VerifyFailed};
 use super::tree::{Tree, is_dir};
-use super::{Change, Progress, Target};
+use super::{Change, Progress, Replica};
 use crate::backend::FastIo;
-use crate::config::RsyncUrl;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::{NodeKind, Op};
+pub use url::RsyncUrl;
 
 /// How long the daemon may stay silent (or refuse our bytes) before the
 /// session is given up and retried.
@@ -76,7 +77,7 @@ impl Dirty {
     }
 }
 
-pub struct RsyncTarget {
+pub struct RsyncReplica {
     url: RsyncUrl,
     password: Option<Vec<u8>>,
     source: PathBuf,
@@ -111,11 +112,11 @@ enum SymlinkCheck {
 /// Listings of a pushed symlink to try before giving up on knowing.
 const SYMLINK_CHECKS: u32 = 3;
 
-impl RsyncTarget {
+impl RsyncReplica {
     /// `password`: the module password, already read from the password
     /// file or RSYNC_PASSWORD.
     pub fn new(url: RsyncUrl, password: Option<Vec<u8>>, source: &Path) -> Self {
-        RsyncTarget {
+        RsyncReplica {
             url,
             password,
             source: source.to_path_buf(),
@@ -459,7 +460,7 @@ impl RsyncTarget {
     }
 }
 
-impl Target for RsyncTarget {
+impl Replica for RsyncReplica {
     fn name(&self) -> String {
         self.url.to_string()
     }
