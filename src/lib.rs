@@ -13,6 +13,7 @@ pub mod error;
 pub mod journal;
 pub mod mountinfo;
 pub mod state_dir;
+pub mod sys;
 
 // The filesystem, the engine and everything around them are Unix-only
 // until the WinFsp adapter exists; on Windows the library is the
@@ -21,7 +22,6 @@ pub mod state_dir;
 pub mod control;
 #[cfg(unix)]
 pub mod fixture;
-#[cfg(unix)]
 pub mod fs;
 #[cfg(unix)]
 pub mod mount;

@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use crate::backend::IoChoice;
 use crate::config::{FuseMountOptions, MountFlag, Target as TargetSpec};
 use crate::error::context;
-use crate::fs::fuse::{FuseAdapter, FuseOptions, FuseStats};
-use crate::fs::passthrough::{Options, Passthrough};
 use crate::fs::recording::Recording;
 use crate::journal::Journal;
 use crate::replica::Replica;
@@ -21,6 +19,8 @@ use crate::sync::policy::Consistency;
 use crate::sync::policy::TargetDown;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
+use crate::sys::fuse::{FuseAdapter, FuseOptions, FuseStats};
+use crate::sys::passthrough::{Options, Passthrough};
 
 /// Session threads when `-o threads=` is not given: enough that a slow
 /// SOURCE call does not stall every other request.

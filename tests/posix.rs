@@ -794,7 +794,7 @@ fn large_requests_are_granted() {
         .stats()
         .largest_write
         .load(std::sync::atomic::Ordering::Relaxed);
-    let limit = replicafs::fs::fuse::max_pages_limit().unwrap_or(256) as u64 * 4096;
+    let limit = replicafs::sys::fuse::max_pages_limit().unwrap_or(256) as u64 * 4096;
     eprintln!("largest write request: {largest} bytes (kernel limit {limit})");
     assert_eq!(
         largest,

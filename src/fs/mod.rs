@@ -3,10 +3,13 @@
 //! - [`Vfs`], a platform-neutral trait with one method per filesystem
 //!   operation, in terms of inode numbers and file handles (the shape of the
 //!   FUSE low-level API, which a WinFsp adapter can drive as well);
-//! - [`passthrough::Passthrough`], the core that implements [`Vfs`] over a
-//!   SOURCE directory;
-//! - thin kernel adapters ([`fuse`]) that turn kernel requests into [`Vfs`]
-//!   calls and errors into errnos.
+//! - the platform's passthrough core, which implements [`Vfs`] over a
+//!   SOURCE directory (`crate::sys::passthrough` on Unix);
+//! - thin kernel adapters (`crate::sys::fuse` on Unix) that turn kernel
+//!   requests into [`Vfs`] calls and errors into errnos.
+//!
+//! The core and the adapters are per OS and live in [`crate::sys`]; this
+//! module and [`recording`] are the same on every OS.
 //!
 //! Every mutating operation is a [`Vfs`] method, so cross-cutting behaviour
 //! (recording changes for replication) is a type that wraps a `Vfs` and
@@ -17,22 +20,13 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-#[cfg(unix)]
-pub mod fuse;
-pub mod passthrough;
 pub mod recording;
 
-/// Inode number as the kernel sees it. [`ROOT_INO`] is SOURCE itself.
-pub type Ino = u64;
+pub use crate::sys::{Identity, Ino};
 /// File or directory handle returned by open/opendir/create.
 pub type Fh = u64;
 
 pub const ROOT_INO: Ino = 1;
-
-/// A SOURCE inode itself, independent of its name: what replication reads
-/// current bytes and attributes from.
-#[cfg(unix)]
-pub type Identity = std::sync::Arc<passthrough::Node>;
 
 /// Who is asking: the credentials of the process behind a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,11 +140,6 @@ pub struct StatFs {
     pub bsize: u32,
     pub namelen: u32,
     pub frsize: u32,
-}
-
-/// Whether `rel` under `root` is a directory (not following symlinks).
-pub fn is_dir_at(root: &Path, rel: &Path) -> bool {
-    std::fs::symlink_metadata(root.join(rel)).is_ok_and(|m| m.is_dir())
 }
 
 /// The filesystem operations. Every method that changes SOURCE is listed

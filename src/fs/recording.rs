@@ -18,7 +18,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::fs::{
-    Attr, Ctx, DirEntry, Entry, Fh, Ino, Opened, ROOT_INO, SetAttr, StatFs, Vfs, XattrReply,
+    Attr, Ctx, DirEntry, Entry, Fh, Identity, Ino, Opened, ROOT_INO, SetAttr, StatFs, Vfs,
+    XattrReply,
 };
 use crate::journal::record::{NodeKind, Op};
 use crate::sync::Engine;
@@ -177,7 +178,7 @@ impl<V: Vfs> Recording<V> {
         }
     }
 
-    fn parent_of(&self, parent: Ino) -> Vec<(PathBuf, crate::fs::Identity)> {
+    fn parent_of(&self, parent: Ino) -> Vec<(PathBuf, Identity)> {
         match (self.path(parent), self.inner.identity(parent)) {
             (Some(p), Some(id)) => vec![(p, id)],
             _ => Vec::new(),
@@ -191,7 +192,7 @@ impl<V: Vfs> Recording<V> {
         rec: Option<(u64, Op)>,
         r: io::Result<T>,
         subject: impl FnOnce(&T) -> Option<Ino>,
-        parents: Vec<(PathBuf, crate::fs::Identity)>,
+        parents: Vec<(PathBuf, Identity)>,
     ) -> io::Result<T> {
         let Some((seq, op)) = rec else { return r };
         match r {
@@ -685,7 +686,7 @@ impl<V: Vfs> Vfs for Recording<V> {
             .collect()
     }
 
-    fn identity(&self, ino: Ino) -> Option<crate::fs::Identity> {
+    fn identity(&self, ino: Ino) -> Option<Identity> {
         self.inner.identity(ino)
     }
 }

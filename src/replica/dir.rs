@@ -17,8 +17,8 @@ use super::sparse;
 use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
 use super::{Change, Progress, Replica};
 use crate::backend::FastIo;
-use crate::fs::Identity;
 use crate::journal::record::{NodeKind, Op};
+use crate::sys::Identity;
 
 pub struct DirReplica {
     path: PathBuf,

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::backend::FastIo;
-use crate::fs::Identity;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
 use crate::replica::rsync::RsyncUrl;
+use crate::sys::Identity;
 
 /// One change to apply, with what SOURCE can tell about it now.
 pub struct Change<'a> {

@@ -19,11 +19,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::FastIo;
-use crate::fs::{Identity, Ino};
 use crate::journal::Journal;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::Op;
 use crate::replica::{Change, Progress, Replica};
+use crate::sys::{Identity, Ino};
 use policy::TargetDown;
 
 /// One change waiting for the targets.
@@ -395,7 +395,7 @@ impl Engine {
             return true;
         }
         // Below a directory, or after a rename/rmdir: look at each entry.
-        let is_dir = crate::fs::is_dir_at(&self.source, path);
+        let is_dir = crate::sys::is_dir_at(&self.source, path);
         if q.last_tree_op <= pos + 1 && !is_dir {
             return false;
         }
