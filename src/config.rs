@@ -367,7 +367,7 @@ fn password_file_ok(p: &Path) -> Result<()> {
             p.display()
         )));
     }
-    if others_can_read(&meta) {
+    if crate::sys::others_can_read(&meta) {
         return Err(Error::invalid(format!(
             "password file {} must not be accessible by group or others (chmod 600 it)",
             p.display()
@@ -376,22 +376,10 @@ fn password_file_ok(p: &Path) -> Result<()> {
     Ok(())
 }
 
-#[cfg(unix)]
-fn others_can_read(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o077 != 0
-}
-
-/// Windows has ACLs, not mode bits: nothing to check this way.
-#[cfg(not(unix))]
-fn others_can_read(_meta: &std::fs::Metadata) -> bool {
-    false
-}
-
 /// `/var/lib/replicafs/<mountpoint>` for root, the XDG state directory
 /// otherwise, one folder per mountpoint.
 pub fn default_state_dir(mountpoint: &Path) -> PathBuf {
-    let base = if is_root() {
+    let base = if crate::sys::is_root() {
         PathBuf::from("/var/lib/replicafs")
     } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
         PathBuf::from(x).join("replicafs")
@@ -401,16 +389,6 @@ pub fn default_state_dir(mountpoint: &Path) -> PathBuf {
         std::env::temp_dir().join("replicafs")
     };
     base.join(escape_path(mountpoint))
-}
-
-#[cfg(unix)]
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-#[cfg(not(unix))]
-fn is_root() -> bool {
-    false
 }
 
 /// A path as one file name, reversibly: `/mnt/a-b` → `mnt-a%2Db`.

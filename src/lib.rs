@@ -11,9 +11,10 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod journal;
-pub mod mountinfo;
 pub mod state_dir;
 pub mod sys;
+
+pub use sys::mountinfo;
 
 // The filesystem, the engine and everything around them are Unix-only
 // until the WinFsp adapter exists; on Windows the library is the

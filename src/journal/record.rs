@@ -264,19 +264,8 @@ impl<'a> Reader<'a> {
     }
     fn path(&mut self) -> io::Result<PathBuf> {
         let b = self.bytes()?;
-        Ok(PathBuf::from(os_from_bytes(b)))
+        Ok(PathBuf::from(crate::sys::os_from_bytes(b)))
     }
-}
-
-#[cfg(unix)]
-fn os_from_bytes(b: Vec<u8>) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    std::ffi::OsString::from_vec(b)
-}
-
-#[cfg(not(unix))]
-fn os_from_bytes(b: Vec<u8>) -> std::ffi::OsString {
-    String::from_utf8_lossy(&b).into_owned().into()
 }
 
 /// Decodes one frame from the front of `buf`. `Ok(None)` means `buf` ends

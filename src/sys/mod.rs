@@ -21,6 +21,8 @@
 
 use std::path::Path;
 
+pub mod mountinfo;
+
 /// Inode number as the kernel sees it (`crate::fs::ROOT_INO` is SOURCE
 /// itself).
 pub type Ino = u64;

@@ -19,3 +19,31 @@ pub fn not_yet(what: &str) -> io::Error {
         format!("{what}: the Windows mount (WinFsp) is not built yet"),
     )
 }
+
+mod state_dir;
+
+pub use state_dir::StateDir;
+pub(crate) mod mounts;
+
+/// Whether the process runs elevated. Not asked yet: nothing on Windows
+/// takes a root-only path so far.
+pub fn is_root() -> bool {
+    false
+}
+
+/// There are no uids on Windows; 0 stands in for messages.
+pub fn euid() -> u32 {
+    0
+}
+
+/// A name as the journal stored it (`as_encoded_bytes`, WTF-8 on
+/// Windows). Names written by this OS are valid WTF-8; anything else (a
+/// journal from another OS) is decoded lossily rather than trusted.
+pub fn os_from_bytes(b: Vec<u8>) -> std::ffi::OsString {
+    String::from_utf8_lossy(&b).into_owned().into()
+}
+
+/// Windows has ACLs, not mode bits: nothing to check this way.
+pub fn others_can_read(_meta: &std::fs::Metadata) -> bool {
+    false
+}

@@ -3,9 +3,6 @@
 //! device number, so comparing `st_dev` with the parent would miss it);
 //! other systems compare device numbers.
 
-use std::io;
-use std::path::Path;
-
 /// One mounted filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -17,49 +14,7 @@ pub struct MountEntry {
 /// The FUSE filesystem type our mounts carry.
 pub const FSTYPE: &str = "fuse.replicafs";
 
-#[cfg(target_os = "linux")]
-pub fn find(path: &Path) -> io::Result<Option<MountEntry>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| crate::error::context("read /proc/self/mountinfo", e))?;
-    let want = path.to_string_lossy();
-    // The last entry wins: later mounts stack on earlier ones.
-    Ok(parse(&text)
-        .into_iter()
-        .rev()
-        .find(|m| m.mountpoint == want))
-}
-
-#[cfg(target_os = "linux")]
-pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
-    Ok(find(path)?.is_some())
-}
-
-#[cfg(all(unix, not(target_os = "linux")))]
-pub fn find(path: &Path) -> io::Result<Option<MountEntry>> {
-    Ok(is_mountpoint(path)?.then(|| MountEntry {
-        mountpoint: path.to_string_lossy().into_owned(),
-        fstype: String::new(),
-        source: String::new(),
-    }))
-}
-
-#[cfg(all(unix, not(target_os = "linux")))]
-pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let here = std::fs::metadata(path)?;
-    let parent = std::fs::metadata(path.join(".."))?;
-    Ok(here.dev() != parent.dev() || here.ino() == parent.ino())
-}
-
-#[cfg(not(unix))]
-pub fn find(_path: &Path) -> io::Result<Option<MountEntry>> {
-    Ok(None)
-}
-
-#[cfg(not(unix))]
-pub fn is_mountpoint(_path: &Path) -> io::Result<bool> {
-    Ok(false)
-}
+pub use super::mounts::{find, is_mountpoint};
 
 /// Parses mountinfo(5) text. Fields: id parent maj:min root mountpoint
 /// options [optional...] - fstype source superoptions.
@@ -120,6 +75,6 @@ mod tests {
 
     #[test]
     fn root_is_a_mountpoint() {
-        assert!(is_mountpoint(Path::new("/")).unwrap());
+        assert!(is_mountpoint(std::path::Path::new("/")).unwrap());
     }
 }

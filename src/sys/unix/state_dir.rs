@@ -299,3 +299,88 @@ fn refuse_link(path: &Path, e: Errno) -> io::Error {
         crate::error::context(format_args!("open {}", path.display()), e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_dir::write_atomic;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn created_dirs_and_files_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(&t.path().join("a/state")).unwrap();
+        assert_eq!(mode(&t.path().join("a/state")), 0o700);
+        let j = d.subdir("journal").unwrap();
+        assert_eq!(mode(&t.path().join("a/state/journal")), 0o700);
+        write_atomic(&j, "checkpoint", b"1").unwrap();
+        drop(j.open_append("seg").unwrap());
+        drop(d.open_lock("lock").unwrap());
+        for f in ["journal/checkpoint", "journal/seg", "lock"] {
+            assert_eq!(mode(&t.path().join("a/state").join(f)), 0o600, "{f}");
+        }
+        assert!(!t.path().join("a/state/journal/checkpoint.tmp").exists());
+    }
+
+    #[test]
+    fn a_loose_dir_is_refused_and_names_the_fix() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(e) = StateDir::open(t.path()) else {
+            panic!("a 0777 state dir was accepted")
+        };
+        let msg = e.to_string();
+        assert!(msg.contains(&t.path().display().to_string()), "{msg}");
+        assert!(msg.contains("chmod"), "{msg}");
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = StateDir::open(t.path()).unwrap();
+        std::fs::create_dir(t.path().join("journal")).unwrap();
+        std::fs::set_permissions(
+            t.path().join("journal"),
+            std::fs::Permissions::from_mode(0o757),
+        )
+        .unwrap();
+        assert!(d.subdir("journal").is_err());
+    }
+
+    #[test]
+    fn symlinks_are_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let d = StateDir::open(&t.path().join("state")).unwrap();
+        for name in ["f.tmp", "seg", "lock", "plain"] {
+            std::os::unix::fs::symlink(&victim, t.path().join("state").join(name)).unwrap();
+        }
+        // A stale temporary (a symlink) is removed, not written through.
+        write_atomic(&d, "f", b"new").unwrap();
+        assert_eq!(std::fs::read(t.path().join("state/f")).unwrap(), b"new");
+        let Err(e) = d.open_append("seg") else {
+            panic!("opened through a symlink")
+        };
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(d.open_lock("lock").is_err());
+        assert!(d.open_read("plain").is_err());
+        assert!(d.open_write("plain").is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn loose_files_left_by_older_versions_are_made_private() {
+        let t = tempfile::tempdir().unwrap();
+        let d = StateDir::open(t.path()).unwrap();
+        std::fs::write(t.path().join("lock"), b"").unwrap();
+        std::fs::set_permissions(
+            t.path().join("lock"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        drop(d.open_lock("lock").unwrap());
+        assert_eq!(mode(&t.path().join("lock")), 0o600);
+    }
+}
