@@ -6,6 +6,8 @@
 //! Protocol: one request line (`sync MILLIS`, `status`), one reply line:
 //! `ok`, `ok JSON` or `err MESSAGE`.
 //!
+//! The transport is the platform's (`crate::sys`: a unix socket on Unix).
+//!
 //! Access: the socket is 0600 in the private state dir, and each peer's
 //! uid is checked (`SO_PEERCRED`, Linux): only the daemon's own user and
 //! root are answered; others are closed at once and logged, rate-limited.
@@ -14,13 +16,13 @@
 //! closed), so idle connections cannot pile up threads.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::state_dir::StateDir;
+use crate::sys::{ControlListener, ControlStream, peer_allowed, runtime_dir};
 
 /// How long a connection may take to send its request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,16 +37,6 @@ const SOCKET: &str = "control.sock";
 pub trait Handler: Send + Sync + 'static {
     fn sync(&self, timeout: Duration) -> Result<(), String>;
     fn status_json(&self) -> String;
-}
-
-fn runtime_dir() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
-        PathBuf::from("/run/replicafs")
-    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
-        PathBuf::from(x).join("replicafs")
-    } else {
-        std::env::temp_dir().join(format!("replicafs-{}", rustix::process::geteuid().as_raw()))
-    }
 }
 
 /// The link for a mountpoint: short, whatever the path's length (socket
@@ -79,7 +71,7 @@ pub fn serve(
 ) -> io::Result<Server> {
     let socket = state_dir.path().join(SOCKET);
     state_dir.remove(SOCKET)?;
-    let listener = UnixListener::bind(&socket)
+    let listener = ControlListener::bind(&socket)
         .map_err(|e| crate::error::context(format_args!("listen on {}", socket.display()), e))?;
     // bind(2) applies the umask (0 in the daemon) to 0777; the state dir
     // is private, so nobody else can swap the socket before this.
@@ -92,7 +84,7 @@ pub fn serve(
         StateDir::open(dir)?;
     }
     let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&socket, &link)
+    crate::sys::symlink(&socket, &link)
         .map_err(|e| crate::error::context(format_args!("link {}", link.display()), e))?;
     std::thread::Builder::new()
         .name("control".into())
@@ -130,14 +122,14 @@ impl Refusals {
         tracing::warn!(
             refused = self.since,
             "control socket: refused a connection: {why} (only uid {} and root are answered)",
-            rustix::process::geteuid().as_raw()
+            crate::sys::euid()
         );
         self.last_warned = Some(Instant::now());
         self.since = 0;
     }
 }
 
-fn accept_loop(listener: UnixListener, handler: Arc<dyn Handler>) {
+fn accept_loop(listener: ControlListener, handler: Arc<dyn Handler>) {
     let active = Arc::new(AtomicUsize::new(0));
     let mut refusals = Refusals::default();
     for conn in listener.incoming() {
@@ -180,33 +172,7 @@ fn accept_loop(listener: UnixListener, handler: Arc<dyn Handler>) {
     }
 }
 
-/// Whether the peer may be talked to: its uid is ours or root's (the same
-/// rule for the daemon about its clients and for a client about the
-/// daemon).
-#[cfg(target_os = "linux")]
-fn peer_allowed(conn: &UnixStream) -> Result<(), String> {
-    let cred = rustix::net::sockopt::socket_peercred(conn)
-        .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
-    let me = rustix::process::geteuid();
-    if cred.uid == me || cred.uid.is_root() {
-        Ok(())
-    } else {
-        Err(format!(
-            "peer uid {} (pid {})",
-            cred.uid.as_raw(),
-            cred.pid.as_raw_nonzero()
-        ))
-    }
-}
-
-/// Elsewhere the socket's mode (0600, in a private directory) is the
-/// check: there is no safe `getpeereid` wrapper to ask with.
-#[cfg(not(target_os = "linux"))]
-fn peer_allowed(_conn: &UnixStream) -> Result<(), String> {
-    Ok(())
-}
-
-fn answer(conn: UnixStream, h: &dyn Handler) -> io::Result<()> {
+fn answer(conn: ControlStream, h: &dyn Handler) -> io::Result<()> {
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     conn.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
@@ -236,7 +202,7 @@ pub fn request(
     timeout: Option<Duration>,
 ) -> io::Result<Result<String, String>> {
     let link = link_for(mountpoint);
-    let conn = UnixStream::connect(&link).map_err(|e| {
+    let conn = ControlStream::connect(&link).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(

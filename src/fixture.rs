@@ -199,7 +199,7 @@ impl Fixture {
             .inode_count()
     }
 
-    pub fn stats(&self) -> &crate::sys::fuse::FuseStats {
+    pub fn stats(&self) -> &crate::fs::MountStats {
         self.mounted
             .as_ref()
             .expect("mounted until dropped")

@@ -1,6 +1,10 @@
-//! Mounting and unmounting: builds the filesystem stack for a validated
-//! configuration, runs the FUSE session, waits for it to go live, and
-//! takes it down on a signal or on `replicafs unmount`.
+//! Mounting and unmounting: the replication half of a mount (journal,
+//! engine, replicas, control socket) for a validated configuration,
+//! waiting for a mount to go live, and `replicafs unmount`. The kernel
+//! session itself (building the filesystem stack over the platform's
+//! passthrough core, serving it, taking it down on a signal) is the
+//! platform's: [`spawn`], [`run_foreground`] and [`Mounted`] come from
+//! `crate::sys` (FUSE on Unix).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -9,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::IoChoice;
-use crate::config::{FuseMountOptions, MountFlag, Target as TargetSpec};
+use crate::config::{FuseMountOptions, Target as TargetSpec};
 use crate::error::context;
-use crate::fs::recording::Recording;
 use crate::journal::Journal;
 use crate::replica::Replica;
 use crate::state_dir::StateDir;
@@ -19,8 +22,7 @@ use crate::sync::policy::Consistency;
 use crate::sync::policy::TargetDown;
 use crate::sync::status::Status;
 use crate::sync::{Engine, Startup};
-use crate::sys::fuse::{FuseAdapter, FuseOptions, FuseStats};
-use crate::sys::passthrough::{Options, Passthrough};
+pub use crate::sys::{Mounted, detach, run_foreground, spawn};
 
 /// Session threads when `-o threads=` is not given: enough that a slow
 /// SOURCE call does not stall every other request.
@@ -65,12 +67,13 @@ fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
     let f = dir.open_lock("lock")?;
     let start = Instant::now();
     loop {
-        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        // flock(LOCK_EX|LOCK_NB) on Unix, LockFileEx on Windows.
+        match f.try_lock() {
             Ok(()) => return Ok(f),
-            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < Duration::from_secs(15) => {
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < Duration::from_secs(15) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
                     format!(
@@ -79,10 +82,10 @@ fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
                     ),
                 ));
             }
-            Err(e) => {
+            Err(std::fs::TryLockError::Error(e)) => {
                 return Err(context(
                     format_args!("lock {}", dir.path().join("lock").display()),
-                    e.into(),
+                    e,
                 ));
             }
         }
@@ -312,290 +315,8 @@ impl Drop for Replication {
     }
 }
 
-type Stack = FuseAdapter<Recording<Passthrough>>;
-
-/// The open-file limit asked for when `-o rlimit_nofile=` is not given
-/// (virtiofsd's default): as many as the kernel allows, up to a million.
-const DEFAULT_NOFILE: u64 = 1_000_000;
-
-/// Sets the process's open-file limit: `want` (0: leave it), by default
-/// as high as the kernel allows (`fs.nr_open`). Unprivileged, only the
-/// soft limit can rise, up to the hard one. Returns the soft limit now in
-/// force.
-fn set_nofile_limit(want: Option<u64>) -> u64 {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let before = getrlimit(Resource::Nofile);
-    let soft = |r: &Rlimit| r.current.unwrap_or(u64::MAX);
-    let want = match want {
-        Some(0) => return soft(&before),
-        Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_NOFILE, |max| max.min(DEFAULT_NOFILE)),
-    };
-    let exact = Rlimit {
-        current: Some(want),
-        maximum: Some(want),
-    };
-    if setrlimit(Resource::Nofile, exact).is_err() {
-        // Not allowed to move the hard limit: the soft one goes as high as
-        // it may.
-        let hard = before.maximum.unwrap_or(u64::MAX);
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: Some(want.min(hard)),
-                maximum: before.maximum,
-            },
-        );
-    }
-    let now = soft(&getrlimit(Resource::Nofile));
-    if now != soft(&before) {
-        tracing::info!("open-file limit set from {} to {now}", soft(&before));
-    }
-    now
-}
-
-/// How many SOURCE inodes may hold a descriptor at once by default: a
-/// quarter of the open-file limit, leaving the rest to open files,
-/// directory walks, the journal and the targets.
-fn default_inode_fds(nofile: u64) -> usize {
-    usize::try_from(nofile / 4)
-        .unwrap_or(usize::MAX)
-        .clamp(32, 65_536)
-}
-
-/// The filesystem stack for a spec, ready to hand to a FUSE session.
-pub fn build(spec: &MountSpec) -> io::Result<(Stack, Arc<FuseStats>, Replication)> {
-    let nofile = set_nofile_limit(spec.fuse.rlimit_nofile);
-    let core = Passthrough::new(
-        &spec.source,
-        Options {
-            writeback_cache: spec.fuse.writeback_cache,
-            inode_fds: spec
-                .fuse
-                .inode_fds
-                .unwrap_or_else(|| default_inode_fds(nofile)),
-        },
-    )?;
-    let replication = Replication::start(spec)?;
-    let recording = Recording::new(core, Arc::clone(replication.engine()), spec.consistency);
-    let adapter = FuseAdapter::new(
-        Arc::new(recording),
-        FuseOptions {
-            writeback_cache: spec.fuse.writeback_cache,
-            direct_writes: !spec.fuse.cached_writes && !spec.fuse.writeback_cache,
-            ..FuseOptions::default()
-        },
-    );
-    let stats = adapter.stats();
-    Ok((adapter, stats, replication))
-}
-
-/// The session configuration: our mount options plus the user's.
-pub fn session_config(spec: &MountSpec) -> fuser::Config {
-    use fuser::MountOption as M;
-    let o = &spec.fuse;
-    let mut opts = vec![
-        M::FSName(
-            o.fsname
-                .clone()
-                .unwrap_or_else(|| spec.source.to_string_lossy().replace([' ', ','], "_")),
-        ),
-        M::Subtype("replicafs".into()),
-        // As root, fuser calls mount(2) itself with type "fuse" and leaves
-        // the subtype to fusermount3; the kernel takes it as an option, and
-        // it is how `replicafs unmount` and `status` recognise our mounts.
-        // The kernel checks SOURCE's permission bits for every caller; we
-        // act as root on SOURCE, so this is what keeps users apart.
-        M::DefaultPermissions,
-    ];
-    if rustix::process::geteuid().is_root() {
-        opts.push(M::CUSTOM("subtype=replicafs".into()));
-    }
-    opts.push(if o.read_only { M::RO } else { M::RW });
-    for f in &o.flags {
-        opts.push(match f {
-            MountFlag::NoAtime => M::NoAtime,
-            MountFlag::Atime => M::Atime,
-            MountFlag::NoDev => M::NoDev,
-            MountFlag::Dev => M::Dev,
-            MountFlag::NoSuid => M::NoSuid,
-            MountFlag::Suid => M::Suid,
-            MountFlag::NoExec => M::NoExec,
-            MountFlag::Exec => M::Exec,
-            MountFlag::DirSync => M::DirSync,
-        });
-    }
-    let mut config = fuser::Config::default();
-    config.mount_options = opts;
-    config.acl = if o.allow_other {
-        fuser::SessionACL::All
-    } else if o.allow_root {
-        fuser::SessionACL::RootAndOwner
-    } else {
-        fuser::SessionACL::Owner
-    };
-    let threads = o.threads.unwrap_or(DEFAULT_THREADS);
-    config.n_threads = Some(if cfg!(target_os = "linux") {
-        threads
-    } else {
-        1
-    });
-    config.clone_fd = cfg!(target_os = "linux") && threads > 1;
-    config
-}
-
-/// Mounts in this process with the session on background threads; the
-/// mount is live (it answers requests) when this returns.
-pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
-    let (adapter, stats, replication) = build(spec)?;
-    let trim = adapter.trimmer();
-    let inodes = Box::new(adapter.inode_counter());
-    let session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
-        .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
-    trim(session.notifier(), spec.fuse.max_inodes())?;
-    let session = session.spawn()?;
-    wait_live(&spec.mountpoint, Duration::from_secs(10), || Ok(true))?;
-    Ok(Mounted {
-        session: Some(session),
-        inodes,
-        mountpoint: spec.mountpoint.clone(),
-        stats,
-        replication,
-        drain_timeout: DRAIN_TIMEOUT,
-    })
-}
-
-/// A mount served by this process; unmounted on drop.
-pub struct Mounted {
-    session: Option<fuser::BackgroundSession>,
-    /// How many inodes the kernel holds.
-    inodes: Box<dyn Fn() -> usize + Send + Sync>,
-    mountpoint: PathBuf,
-    stats: Arc<FuseStats>,
-    replication: Replication,
-    /// How long unmounting waits for the targets to take what is pending.
-    drain_timeout: Duration,
-}
-
-impl Mounted {
-    /// How long unmounting waits for the targets (default one minute);
-    /// what they have not taken by then stays in the journal.
-    pub fn set_drain_timeout(&mut self, d: Duration) {
-        self.drain_timeout = d;
-    }
-
-    pub fn stats(&self) -> &FuseStats {
-        &self.stats
-    }
-
-    /// Inodes the kernel holds references to (0 once unmounted).
-    pub fn inode_count(&self) -> usize {
-        (self.inodes)()
-    }
-
-    pub fn replication(&self) -> &Replication {
-        &self.replication
-    }
-
-    /// Unmounts and waits for the session to end. A busy mount is detached
-    /// lazily (it disappears once the last user lets go).
-    pub fn unmount(mut self) -> io::Result<()> {
-        self.take_down()
-    }
-
-    fn take_down(&mut self) -> io::Result<()> {
-        let Some(session) = self.session.take() else {
-            return Ok(());
-        };
-        let r = match session.umount_and_join() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!("unmount {}: {e}; detaching", self.mountpoint.display());
-                detach(&self.mountpoint)
-            }
-        };
-        if let Err(e) = self.replication.drain(self.drain_timeout) {
-            tracing::warn!("unmounted with changes still pending (kept in the journal): {e}");
-        }
-        self.replication.stop();
-        r
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Err(e) = self.take_down() {
-            tracing::error!("unmount {}: {e}", self.mountpoint.display());
-        }
-    }
-}
-
-/// Runs the session in the foreground until the filesystem is unmounted
-/// (by `replicafs unmount`, umount(8), or SIGINT/SIGTERM/SIGHUP here).
-pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
-    let (adapter, stats, replication) = build(spec)?;
-    let trim = adapter.trimmer();
-    let mut session = fuser::Session::new(adapter, &spec.mountpoint, &session_config(spec))
-        .map_err(|e| context(format_args!("mount {}", spec.mountpoint.display()), e))?;
-    trim(session.notifier(), spec.fuse.max_inodes())?;
-    let mut unmounter = session.unmount_callable();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])?;
-    let signal_handle = signals.handle();
-    let mountpoint = spec.mountpoint.clone();
-    let watcher = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::info!("signal {sig}: unmounting {}", mountpoint.display());
-                if let Err(e) = unmounter.unmount() {
-                    tracing::warn!("unmount {}: {e}; detaching", mountpoint.display());
-                    if let Err(e) = detach(&mountpoint) {
-                        tracing::error!("detach {}: {e}", mountpoint.display());
-                    }
-                }
-            }
-        })?;
-    tracing::info!(
-        "mounted {} at {}",
-        spec.source.display(),
-        spec.mountpoint.display()
-    );
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        show_reconcile_progress(Arc::clone(replication.engine()));
-    }
-    let result = session.run();
-    signal_handle.close();
-    let _ = watcher.join();
-    // The mount is gone; what was recorded still goes to the targets.
-    match replication.drain(DRAIN_TIMEOUT) {
-        Ok(()) => tracing::info!("every target has every change"),
-        Err(e) => tracing::warn!(
-            "stopping with changes pending (kept in the journal for the next mount): {e}"
-        ),
-    }
-    replication.stop();
-    tracing::info!(
-        largest_write = stats
-            .largest_write
-            .load(std::sync::atomic::Ordering::Relaxed),
-        largest_read = stats
-            .largest_read
-            .load(std::sync::atomic::Ordering::Relaxed),
-        "unmounted {}",
-        spec.mountpoint.display()
-    );
-    result
-}
-
 /// On a terminal: a one-line progress display while targets reconcile.
-fn show_reconcile_progress(engine: Arc<Engine>) {
+pub(crate) fn show_reconcile_progress(engine: Arc<Engine>) {
     let _ = std::thread::Builder::new()
         .name("progress".into())
         .spawn(move || {
@@ -694,87 +415,5 @@ pub fn unmount(mountpoint: &Path) -> io::Result<()> {
         }
         Some(_) => {}
     }
-    umount(&canon)
-}
-
-#[cfg(target_os = "linux")]
-fn umount(path: &Path) -> io::Result<()> {
-    use rustix::mount::UnmountFlags;
-    match rustix::mount::unmount(path, UnmountFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::PERM) => fusermount_u(path),
-        Err(rustix::io::Errno::BUSY) => Err(io::Error::new(
-            io::ErrorKind::ResourceBusy,
-            format!(
-                "{} is busy: a process has a file or directory open in it (see `fuser -vm {}`)",
-                path.display(),
-                path.display()
-            ),
-        )),
-        Err(e) => Err(context(
-            format_args!("unmount {}", path.display()),
-            e.into(),
-        )),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn umount(path: &Path) -> io::Result<()> {
-    let status = std::process::Command::new("umount").arg(path).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "umount {} failed: {status}",
-            path.display()
-        )))
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn fusermount_u(path: &Path) -> io::Result<()> {
-    let out = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(path)
-        .output()
-        .map_err(|e| context("run fusermount3 (install fuse3)", e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "fusermount3 -u {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-}
-
-/// Lazy unmount: the mount leaves the namespace now and goes away when
-/// its last user does.
-#[cfg(target_os = "linux")]
-pub fn detach(path: &Path) -> io::Result<()> {
-    use rustix::mount::UnmountFlags;
-    match rustix::mount::unmount(path, UnmountFlags::DETACH) {
-        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
-        Err(rustix::io::Errno::PERM) => {
-            let st = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(path)
-                .status()?;
-            if st.success() {
-                Ok(())
-            } else {
-                Err(io::Error::other(format!(
-                    "fusermount3 -uz {}: {st}",
-                    path.display()
-                )))
-            }
-        }
-        Err(e) => Err(context(format_args!("detach {}", path.display()), e.into())),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn detach(path: &Path) -> io::Result<()> {
-    umount(path)
+    crate::sys::umount(&canon)
 }

@@ -28,6 +28,15 @@ pub type Fh = u64;
 
 pub const ROOT_INO: Ino = 1;
 
+/// What the mount has seen, for logs, tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct MountStats {
+    /// Largest single write request the kernel sent: what it really grants.
+    pub largest_write: std::sync::atomic::AtomicU64,
+    /// Largest single read request.
+    pub largest_read: std::sync::atomic::AtomicU64,
+}
+
 /// Who is asking: the credentials of the process behind a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ctx {

@@ -19,7 +19,9 @@ use fuser::{
 };
 
 use crate::error::errno_of;
-use crate::fs::{Attr, Ctx, Entry, FileKind, Opened, SetAttr, SetTime, Vfs, XattrReply};
+use crate::fs::{
+    Attr, Ctx, Entry, FileKind, MountStats, Opened, SetAttr, SetTime, Vfs, XattrReply,
+};
 
 /// Kernel-facing settings of a mount.
 #[derive(Clone, Debug)]
@@ -47,19 +49,10 @@ impl Default for FuseOptions {
     }
 }
 
-/// What the mount has seen, for logs, tests and benchmarks.
-#[derive(Debug, Default)]
-pub struct FuseStats {
-    /// Largest single write request the kernel sent: what it really grants.
-    pub largest_write: AtomicU64,
-    /// Largest single read request.
-    pub largest_read: AtomicU64,
-}
-
 pub struct FuseAdapter<F: Vfs> {
     fs: Arc<F>,
     options: FuseOptions,
-    stats: Arc<FuseStats>,
+    stats: Arc<MountStats>,
 }
 
 /// Keeps the inodes the kernel holds near `max` (0: no bound) while the
@@ -116,7 +109,7 @@ impl<F: Vfs> FuseAdapter<F> {
         }
     }
 
-    pub fn stats(&self) -> Arc<FuseStats> {
+    pub fn stats(&self) -> Arc<MountStats> {
         Arc::clone(&self.stats)
     }
 

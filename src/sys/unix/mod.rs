@@ -36,3 +36,7 @@ pub fn others_can_read(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o077 != 0
 }
+mod control;
+pub use control::{ControlListener, ControlStream, peer_allowed, runtime_dir, symlink};
+mod session;
+pub use session::{Mounted, detach, run_foreground, spawn, umount};

@@ -47,3 +47,7 @@ pub fn os_from_bytes(b: Vec<u8>) -> std::ffi::OsString {
 pub fn others_can_read(_meta: &std::fs::Metadata) -> bool {
     false
 }
+mod control;
+pub use control::{ControlListener, ControlStream, peer_allowed, runtime_dir, symlink};
+mod session;
+pub use session::{Mounted, detach, run_foreground, spawn, umount};
