@@ -128,9 +128,8 @@ impl FixtureBuilder {
             std::fs::create_dir(d)?;
         }
         if self.world_traversable {
-            use std::os::unix::fs::PermissionsExt;
             for d in [dir.path(), &source, &mnt, &target] {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+                crate::sys::make_world_traversable(d)?;
             }
         }
         let state = self.state_dir.unwrap_or_else(|| dir.path().join("state"));
@@ -218,7 +217,6 @@ impl Fixture {
 
     /// Differences between SOURCE and the target, one line each (empty:
     /// identical), as `replicafs verify` reports them.
-    #[cfg(target_os = "linux")]
     pub fn verify(&self) -> io::Result<Vec<String>> {
         crate::verify::compare(&self.source, &self.target)
     }
@@ -241,26 +239,7 @@ impl Fixture {
     }
 }
 
-/// Whether this process can mount FUSE filesystems; the error says why not.
+/// Whether this process can mount (FUSE on Unix); the error says why not.
 pub fn fuse_available() -> Result<(), String> {
-    let dev = Path::new("/dev/fuse");
-    if !dev.exists() {
-        return Err("/dev/fuse does not exist (load the fuse module, or run in a container with --device /dev/fuse)".into());
-    }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
-        return Err(format!("cannot open /dev/fuse: {e}"));
-    }
-    let root = rustix::process::geteuid().is_root();
-    if !root && which("fusermount3").is_none() {
-        return Err("not root and fusermount3 is not installed (apt install fuse3)".into());
-    }
-    Ok(())
-}
-
-fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(cmd))
-            .find(|p| p.is_file())
-    })
+    crate::sys::mount_available()
 }

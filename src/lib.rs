@@ -16,27 +16,11 @@ pub mod sys;
 
 pub use sys::mountinfo;
 
-// The filesystem, the engine and everything around them are Unix-only
-// until the WinFsp adapter exists; on Windows the library is the
-// platform-neutral parts plus the fast-I/O backends.
-#[cfg(unix)]
 pub mod control;
-#[cfg(unix)]
 pub mod fixture;
 pub mod fs;
-#[cfg(unix)]
 pub mod mount;
-#[cfg(unix)]
-pub mod sync;
-/// Elsewhere only the target-down policy, which the command line parses
-/// into.
-#[cfg(not(unix))]
-pub mod sync {
-    pub mod policy;
-}
-#[cfg(unix)]
 pub mod replica;
-#[cfg(target_os = "linux")]
+pub mod sync;
 pub mod verify;
-#[cfg(unix)]
 pub mod watch;

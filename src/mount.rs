@@ -169,10 +169,8 @@ fn rsync_password(spec: &MountSpec) -> io::Result<Option<Vec<u8>>> {
             let line = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
             Ok(Some(line.strip_suffix(b"\r").unwrap_or(line).to_vec()))
         }
-        None => Ok(std::env::var_os("RSYNC_PASSWORD").map(|v| {
-            use std::os::unix::ffi::OsStrExt;
-            v.as_bytes().to_vec()
-        })),
+        // On Unix the encoded bytes are the variable's own bytes.
+        None => Ok(std::env::var_os("RSYNC_PASSWORD").map(|v| v.as_encoded_bytes().to_vec())),
     }
 }
 

@@ -9,47 +9,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 
-use super::{FastIo, Portable};
 use crate::error::errno_of;
 
-#[cfg(target_os = "linux")]
-fn backends() -> Vec<Box<dyn FastIo>> {
-    use super::{CopyRange, Uring};
-    let mut v: Vec<Box<dyn FastIo>> = vec![Box::new(Portable::new()), Box::new(CopyRange)];
-    match Uring::new() {
-        Ok(u) => v.push(Box::new(u)),
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("io_uring must be testable under CI=true: {why}")
-        }
-        Err(why) => eprintln!("SKIPPED uring: {why}"),
-    }
-    v
-}
-
-#[cfg(target_os = "macos")]
-fn backends() -> Vec<Box<dyn FastIo>> {
-    use super::Macos;
-    vec![Box::new(Portable::new()), Box::new(Macos::new())]
-}
-
-#[cfg(windows)]
-fn backends() -> Vec<Box<dyn FastIo>> {
-    use super::Iocp;
-    let iocp = Iocp::new().expect("an I/O completion port");
-    vec![Box::new(Portable::new()), Box::new(iocp)]
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-fn backends() -> Vec<Box<dyn FastIo>> {
-    vec![Box::new(Portable::new())]
-}
-
-/// The OS error for I/O through a handle opened without the right for it.
-#[cfg(unix)]
-const NO_RIGHT: i32 = libc::EBADF;
-/// ERROR_ACCESS_DENIED.
-#[cfg(windows)]
-const NO_RIGHT: i32 = 5;
+use super::TEST_NO_RIGHT as NO_RIGHT;
+use super::test_backends as backends;
 
 fn write_all_at(f: &mut File, buf: &[u8], offset: u64) {
     f.seek(SeekFrom::Start(offset)).unwrap();
@@ -57,7 +20,7 @@ fn write_all_at(f: &mut File, buf: &[u8], offset: u64) {
 }
 
 /// 5 MiB of data, a hole, then 1 MiB more at 20 MiB: 21 MiB in all.
-fn source(dir: &std::path::Path) -> (File, Vec<u8>) {
+pub(super) fn source(dir: &std::path::Path) -> (File, Vec<u8>) {
     let mut model = vec![0u8; 21 << 20];
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let (head, tail) = model.split_at_mut(20 << 20);
@@ -175,37 +138,6 @@ fn errors_are_reported_not_swallowed() {
             b.name()
         );
     }
-}
-
-#[cfg(target_os = "linux")]
-#[test]
-fn a_full_target_is_an_error() {
-    let d = tempfile::tempdir().unwrap();
-    let (src, _) = source(d.path());
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED ENOSPC case: mounting a small tmpfs needs root");
-        return;
-    }
-    let small = d.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mount tmpfs");
-    for b in backends() {
-        let dst = File::create(small.join(b.name())).unwrap();
-        let e = b.copy_ranges(&src, &dst, &[(0, 4 << 20)]).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{}: {e}", b.name());
-        drop(dst);
-        std::fs::remove_file(small.join(b.name())).unwrap();
-    }
-    std::process::Command::new("umount")
-        .arg(&small)
-        .status()
-        .unwrap();
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 #[cfg(test)]
 mod conformance;
+#[cfg(all(test, target_os = "linux"))]
+mod conformance_linux;
 #[cfg(target_os = "linux")]
 mod copy_range;
 #[cfg(windows)]
@@ -233,3 +235,41 @@ fn iocp_or_portable() -> Box<dyn FastIo> {
     tracing::warn!("IOCP exists only on Windows; using portable");
     Box::new(Portable::new())
 }
+
+/// Every backend of this platform, for the conformance suite: the
+/// portable reference first.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn test_backends() -> Vec<Box<dyn FastIo>> {
+    let mut v: Vec<Box<dyn FastIo>> = vec![Box::new(Portable::new()), Box::new(CopyRange)];
+    match Uring::new() {
+        Ok(u) => v.push(Box::new(u)),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("io_uring must be testable under CI=true: {why}")
+        }
+        Err(why) => eprintln!("SKIPPED uring: {why}"),
+    }
+    v
+}
+
+#[cfg(all(test, target_os = "macos"))]
+pub(crate) fn test_backends() -> Vec<Box<dyn FastIo>> {
+    vec![Box::new(Portable::new()), Box::new(Macos::new())]
+}
+
+#[cfg(all(test, windows))]
+pub(crate) fn test_backends() -> Vec<Box<dyn FastIo>> {
+    let iocp = Iocp::new().expect("an I/O completion port");
+    vec![Box::new(Portable::new()), Box::new(iocp)]
+}
+
+#[cfg(all(test, not(any(target_os = "linux", target_os = "macos", windows))))]
+pub(crate) fn test_backends() -> Vec<Box<dyn FastIo>> {
+    vec![Box::new(Portable::new())]
+}
+
+/// The OS error for I/O through a handle opened without the right for it.
+#[cfg(all(test, unix))]
+pub(crate) const TEST_NO_RIGHT: i32 = libc::EBADF;
+/// ERROR_ACCESS_DENIED.
+#[cfg(all(test, windows))]
+pub(crate) const TEST_NO_RIGHT: i32 = 5;

@@ -28,6 +28,11 @@ pub type Fh = u64;
 
 pub const ROOT_INO: Ino = 1;
 
+/// The access-mode bits (`O_ACCMODE`) of the open(2) flags the `Vfs`'s
+/// `flags` arguments carry, spelled from the three modes so that it means
+/// the same on every OS's libc.
+pub const ACCMODE: i32 = libc::O_RDONLY | libc::O_WRONLY | libc::O_RDWR;
+
 /// What the mount has seen, for logs, tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct MountStats {

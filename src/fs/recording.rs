@@ -425,7 +425,7 @@ impl<V: Vfs> Vfs for Recording<V> {
     }
 
     fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> io::Result<Opened> {
-        let opened = if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+        let opened = if flags & libc::O_TRUNC != 0 && flags & crate::fs::ACCMODE != libc::O_RDONLY {
             self.engine.fence(ino);
             let rec = self.intent(self.path(ino).map(|path| Op::Truncate { path, size: 0 }))?;
             let r = self.inner.open(ctx, ino, flags);

@@ -40,3 +40,63 @@ mod control;
 pub use control::{ControlListener, ControlStream, peer_allowed, runtime_dir, symlink};
 mod session;
 pub use session::{Mounted, detach, run_foreground, spawn, umount};
+
+/// Whether this process can mount FUSE filesystems; the error says why not.
+pub fn mount_available() -> Result<(), String> {
+    let dev = std::path::Path::new("/dev/fuse");
+    if !dev.exists() {
+        return Err("/dev/fuse does not exist (load the fuse module, or run in a container with --device /dev/fuse)".into());
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        return Err(format!("cannot open /dev/fuse: {e}"));
+    }
+    if !is_root() && which("fusermount3").is_none() {
+        return Err("not root and fusermount3 is not installed (apt install fuse3)".into());
+    }
+    Ok(())
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Mode 0755 on `dir`, so other users can look inside (fixtures that run
+/// a test as another user).
+///
+/// # Errors
+///
+/// The OS error of chmod.
+pub fn make_world_traversable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Whether process `pid` is still running (not gone, not a zombie).
+#[cfg(target_os = "linux")]
+pub fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Whether process `pid` is still running: `kill(pid, 0)` succeeds.
+#[cfg(not(target_os = "linux"))]
+pub fn process_running(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+/// `setsid(2)`: the daemon leaves the caller's session and terminal.
+pub fn leave_session() {
+    let _ = rustix::process::setsid();
+}
+
+/// `umask(0)`: created files get exactly the mode the caller asked for
+/// (the kernel already applied the caller's umask).
+pub fn clear_umask() {
+    rustix::process::umask(rustix::fs::Mode::empty());
+}

@@ -51,3 +51,25 @@ mod control;
 pub use control::{ControlListener, ControlStream, peer_allowed, runtime_dir, symlink};
 mod session;
 pub use session::{Mounted, detach, run_foreground, spawn, umount};
+
+/// Whether this process can mount; not yet on Windows.
+pub fn mount_available() -> Result<(), String> {
+    Err(not_yet("mount").to_string())
+}
+
+/// Directories are traversable by default on Windows (ACLs inherited).
+pub fn make_world_traversable(_dir: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Whether process `pid` is still running. Not asked yet on Windows (no
+/// daemon to wait for): reported gone.
+pub fn process_running(_pid: u32) -> bool {
+    false
+}
+
+/// Detached processes have no console session to leave on Windows.
+pub fn leave_session() {}
+
+/// There is no umask on Windows.
+pub fn clear_umask() {}

@@ -93,6 +93,12 @@ impl StateDir {
         Ok(std::fs::symlink_metadata(self.path.join(name)).is_ok())
     }
 
+    /// Access to files is the directory's ACL's business on Windows (not
+    /// checked here yet, docs/security.md): nothing to tighten per file.
+    pub fn make_private(&self, name: &str) -> io::Result<()> {
+        self.exists(name).map(|_| ())
+    }
+
     pub fn names(&self) -> io::Result<Vec<String>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.path).map_err(|e| named(&self.path, "list", e))? {
