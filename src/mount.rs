@@ -67,13 +67,12 @@ fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
     let f = dir.open_lock("lock")?;
     let start = Instant::now();
     loop {
-        // flock(LOCK_EX|LOCK_NB) on Unix, LockFileEx on Windows.
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < Duration::from_secs(15) => {
+        match crate::sys::try_lock(&f) {
+            Ok(true) => return Ok(f),
+            Ok(false) if start.elapsed() < Duration::from_secs(15) => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
+            Ok(false) => {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
                     format!(
@@ -82,7 +81,7 @@ fn lock_state_dir(dir: &StateDir) -> io::Result<std::fs::File> {
                     ),
                 ));
             }
-            Err(std::fs::TryLockError::Error(e)) => {
+            Err(e) => {
                 return Err(context(
                     format_args!("lock {}", dir.path().join("lock").display()),
                     e,

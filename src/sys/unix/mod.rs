@@ -100,3 +100,17 @@ pub fn leave_session() {
 pub fn clear_umask() {
     rustix::process::umask(rustix::fs::Mode::empty());
 }
+
+/// Takes `flock(LOCK_EX|LOCK_NB)` on `f`: `Ok(false)` when another
+/// process holds it.
+///
+/// # Errors
+///
+/// The OS error of anything but `EWOULDBLOCK`.
+pub fn try_lock(f: &std::fs::File) -> std::io::Result<bool> {
+    match rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -73,3 +73,19 @@ pub fn leave_session() {}
 
 /// There is no umask on Windows.
 pub fn clear_umask() {}
+
+/// Takes an exclusive lock on `f` without waiting (`LockFileEx`):
+/// `Ok(false)` when another process holds it. std's `File::try_lock`
+/// needs Rust 1.89 (the Unix build's floor is 1.85).
+///
+/// # Errors
+///
+/// The OS error of anything but a held lock.
+#[allow(clippy::incompatible_msrv)]
+pub fn try_lock(f: &std::fs::File) -> std::io::Result<bool> {
+    match f.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
