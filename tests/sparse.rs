@@ -3,6 +3,8 @@
 //! hole punched through the mount, and a sparse file that arrives by a
 //! reconcile (made in SOURCE outside the mount).
 
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::fs::OpenOptions;
