@@ -147,12 +147,52 @@ impl<F: Vfs> FuseAdapter<F> {
     }
 
     fn reply_entry(&self, reply: ReplyEntry, r: io::Result<Entry>, op: &str) {
+        reply.answer(op, r, |reply, e| {
+            reply.entry(&self.options.ttl, &self.attr(&e.attr), Generation(0));
+        });
+    }
+}
+
+/// The one shape of every reply: on success the value goes to the
+/// operation's own conversion, on failure the reply carries the errno
+/// [`errno`] makes of the error.
+trait Answer: Sized {
+    /// The reply type's own `error`: fuser has no trait for it.
+    fn fail(self, e: Errno);
+
+    /// Answers `self` with `r`, converted by `ok` if it is a value.
+    fn answer<T>(self, op: &str, r: io::Result<T>, ok: impl FnOnce(Self, T)) {
         match r {
-            Ok(e) => reply.entry(&self.options.ttl, &self.attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(errno(op, &e)),
+            Ok(v) => ok(self, v),
+            Err(e) => self.fail(errno(op, &e)),
         }
     }
 }
+
+macro_rules! impl_answer {
+    ($($reply:ty),* $(,)?) => {
+        $(impl Answer for $reply {
+            fn fail(self, e: Errno) {
+                self.error(e);
+            }
+        })*
+    };
+}
+
+impl_answer!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyLseek,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr,
+);
 
 fn ctx(req: &Request) -> Ctx {
     Ctx {
@@ -212,6 +252,20 @@ fn fopen_flags(o: &Opened, flags: i32, direct_writes: bool) -> FopenFlags {
         f |= FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
     }
     f
+}
+
+/// The conversion of a reply that carries nothing but success.
+fn ok(reply: ReplyEmpty, (): ()) {
+    reply.ok();
+}
+
+/// The conversion of a getxattr/listxattr answer: the size asked for, or
+/// the bytes.
+fn xattr(reply: ReplyXattr, x: XattrReply) {
+    match x {
+        XattrReply::Size(n) => reply.size(n),
+        XattrReply::Data(d) => reply.data(&d),
+    }
 }
 
 fn raise(max: &AtomicU64, v: u64) {
@@ -277,10 +331,10 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(&ctx(req), ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&self.options.ttl, &self.attr(&a)),
-            Err(e) => reply.error(errno("getattr", &e)),
-        }
+        let r = self.fs.getattr(&ctx(req), ino.0, fh.map(|f| f.0));
+        reply.answer("getattr", r, |reply, a| {
+            reply.attr(&self.options.ttl, &self.attr(&a))
+        });
     }
 
     fn setattr(
@@ -309,17 +363,15 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        match self.fs.setattr(&ctx(req), ino.0, fh.map(|f| f.0), &set) {
-            Ok(a) => reply.attr(&self.options.ttl, &self.attr(&a)),
-            Err(e) => reply.error(errno("setattr", &e)),
-        }
+        let r = self.fs.setattr(&ctx(req), ino.0, fh.map(|f| f.0), &set);
+        reply.answer("setattr", r, |reply, a| {
+            reply.attr(&self.options.ttl, &self.attr(&a))
+        });
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(&ctx(req), ino.0) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno("readlink", &e)),
-        }
+        let r = self.fs.readlink(&ctx(req), ino.0);
+        reply.answer("readlink", r, |reply, t| reply.data(&t));
     }
 
     fn mknod(
@@ -355,17 +407,13 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(&ctx(req), parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
-        }
+        let r = self.fs.unlink(&ctx(req), parent.0, name);
+        reply.answer("unlink", r, ok);
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(&ctx(req), parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rmdir", &e)),
-        }
+        let r = self.fs.rmdir(&ctx(req), parent.0, name);
+        reply.answer("rmdir", r, ok);
     }
 
     fn symlink(
@@ -390,17 +438,15 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.rename(
+        let r = self.fs.rename(
             &ctx(req),
             parent.0,
             name,
             newparent.0,
             newname,
             flags.bits(),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rename", &e)),
-        }
+        );
+        reply.answer("rename", r, ok);
     }
 
     fn link(
@@ -416,13 +462,13 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(&ctx(req), ino.0, flags.0) {
-            Ok(o) => reply.opened(
+        let r = self.fs.open(&ctx(req), ino.0, flags.0);
+        reply.answer("open", r, |reply, o| {
+            reply.opened(
                 FileHandle(o.fh),
                 fopen_flags(&o, flags.0, self.options.direct_writes),
-            ),
-            Err(e) => reply.error(errno("open", &e)),
-        }
+            )
+        });
     }
 
     fn read(
@@ -442,10 +488,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
                 buf.resize(size as usize, 0);
             }
             let buf = &mut buf[..size as usize];
-            match self.fs.read(&ctx(req), ino.0, fh.0, offset, buf) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(errno("read", &e)),
-            }
+            let r = self.fs.read(&ctx(req), ino.0, fh.0, offset, buf);
+            reply.answer("read", r, |reply, n| reply.data(&buf[..n]));
         });
     }
 
@@ -462,10 +506,10 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         reply: ReplyWrite,
     ) {
         raise(&self.stats.largest_write, data.len() as u64);
-        match self.fs.write(&ctx(req), ino.0, fh.0, offset, data) {
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(e) => reply.error(errno("write", &e)),
-        }
+        let r = self.fs.write(&ctx(req), ino.0, fh.0, offset, data);
+        reply.answer("write", r, |reply, n| {
+            reply.written(u32::try_from(n).unwrap_or(u32::MAX))
+        });
     }
 
     fn flush(
@@ -476,10 +520,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(&ctx(req), ino.0, fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("flush", &e)),
-        }
+        let r = self.fs.flush(&ctx(req), ino.0, fh.0);
+        reply.answer("flush", r, ok);
     }
 
     fn release(
@@ -492,10 +534,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(&ctx(req), ino.0, fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("release", &e)),
-        }
+        let r = self.fs.release(&ctx(req), ino.0, fh.0);
+        reply.answer("release", r, ok);
     }
 
     fn fsync(
@@ -506,17 +546,15 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(&ctx(req), ino.0, fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
-        }
+        let r = self.fs.fsync(&ctx(req), ino.0, fh.0, datasync);
+        reply.answer("fsync", r, ok);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(&ctx(req), ino.0, flags.0) {
-            Ok(o) => reply.opened(FileHandle(o.fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno("opendir", &e)),
-        }
+        let r = self.fs.opendir(&ctx(req), ino.0, flags.0);
+        reply.answer("opendir", r, |reply, o| {
+            reply.opened(FileHandle(o.fh), FopenFlags::empty())
+        });
     }
 
     fn readdir(
@@ -530,10 +568,7 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         let r = self.fs.readdir(&ctx(req), ino.0, fh.0, offset, &mut |e| {
             reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), e.name)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("readdir", &e)),
-        }
+        reply.answer("readdir", r, |reply, ()| reply.ok());
     }
 
     fn readdirplus(
@@ -596,10 +631,7 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
                 Err(_) => false,
             }
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("readdirplus", &e)),
-        }
+        reply.answer("readdirplus", r, |reply, ()| reply.ok());
     }
 
     fn releasedir(
@@ -610,10 +642,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.fs.releasedir(&ctx(req), ino.0, fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("releasedir", &e)),
-        }
+        let r = self.fs.releasedir(&ctx(req), ino.0, fh.0);
+        reply.answer("releasedir", r, ok);
     }
 
     fn fsyncdir(
@@ -624,19 +654,17 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsyncdir(&ctx(req), ino.0, fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsyncdir", &e)),
-        }
+        let r = self.fs.fsyncdir(&ctx(req), ino.0, fh.0, datasync);
+        reply.answer("fsyncdir", r, ok);
     }
 
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs(&ctx(req), ino.0) {
-            Ok(s) => reply.statfs(
+        let r = self.fs.statfs(&ctx(req), ino.0);
+        reply.answer("statfs", r, |reply, s| {
+            reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-            ),
-            Err(e) => reply.error(errno("statfs", &e)),
-        }
+            );
+        });
     }
 
     fn setxattr(
@@ -649,40 +677,28 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(&ctx(req), ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", &e)),
-        }
+        let r = self.fs.setxattr(&ctx(req), ino.0, name, value, flags);
+        reply.answer("setxattr", r, ok);
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(&ctx(req), ino.0, name, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(errno("getxattr", &e)),
-        }
+        let r = self.fs.getxattr(&ctx(req), ino.0, name, size);
+        reply.answer("getxattr", r, xattr);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(&ctx(req), ino.0, size) {
-            Ok(XattrReply::Size(n)) => reply.size(n),
-            Ok(XattrReply::Data(d)) => reply.data(&d),
-            Err(e) => reply.error(errno("listxattr", &e)),
-        }
+        let r = self.fs.listxattr(&ctx(req), ino.0, size);
+        reply.answer("listxattr", r, xattr);
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(&ctx(req), ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", &e)),
-        }
+        let r = self.fs.removexattr(&ctx(req), ino.0, name);
+        reply.answer("removexattr", r, ok);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.fs.access(&ctx(req), ino.0, mask.bits()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("access", &e)),
-        }
+        let r = self.fs.access(&ctx(req), ino.0, mask.bits());
+        reply.answer("access", r, ok);
     }
 
     fn create(
@@ -695,16 +711,16 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(&ctx(req), parent.0, name, mode, flags) {
-            Ok((entry, o)) => reply.created(
+        let r = self.fs.create(&ctx(req), parent.0, name, mode, flags);
+        reply.answer("create", r, |reply, (entry, o)| {
+            reply.created(
                 &self.options.ttl,
                 &self.attr(&entry.attr),
                 Generation(0),
                 FileHandle(o.fh),
                 fopen_flags(&o, flags, self.options.direct_writes),
-            ),
-            Err(e) => reply.error(errno("create", &e)),
-        }
+            )
+        });
     }
 
     fn fallocate(
@@ -717,13 +733,10 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self
+        let r = self
             .fs
-            .fallocate(&ctx(req), ino.0, fh.0, offset, length, mode)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fallocate", &e)),
-        }
+            .fallocate(&ctx(req), ino.0, fh.0, offset, length, mode);
+        reply.answer("fallocate", r, ok);
     }
 
     fn lseek(
@@ -735,10 +748,8 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.fs.lseek(&ctx(req), ino.0, fh.0, offset, whence) {
-            Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno("lseek", &e)),
-        }
+        let r = self.fs.lseek(&ctx(req), ino.0, fh.0, offset, whence);
+        reply.answer("lseek", r, |reply, o| reply.offset(o));
     }
 
     fn copy_file_range(
@@ -764,10 +775,9 @@ impl<F: Vfs> Filesystem for FuseAdapter<F> {
             offset_out,
             len,
         );
-        match r {
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(e) => reply.error(errno("copy_file_range", &e)),
-        }
+        reply.answer("copy_file_range", r, |reply, n| {
+            reply.written(u32::try_from(n).unwrap_or(u32::MAX))
+        });
     }
 }
 

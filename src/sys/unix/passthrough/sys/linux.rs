@@ -101,45 +101,18 @@ pub fn utimens_node(node: BorrowedFd<'_>, times: &Timestamps) -> io::Result<()> 
     Ok(rustix::fs::utimensat(node, "", times, AtFlags::EMPTY_PATH)?)
 }
 
-pub fn getxattr(
-    proc: &Proc,
-    node: BorrowedFd<'_>,
-    name: &OsStr,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    let path = proc.link(node);
-    if buf.is_empty() {
-        return Ok(rustix::fs::getxattr_query(path.as_c_str(), name)?);
-    }
-    Ok(rustix::fs::getxattr(path.as_c_str(), name, buf)?)
+/// How the xattr calls (`xattr.rs`) name `node`: by its magic link, which
+/// they follow to the inode.
+pub(super) fn xattr_path(proc: &Proc, node: BorrowedFd<'_>) -> io::Result<CString> {
+    Ok(proc.link(node))
 }
 
-pub fn listxattr(proc: &Proc, node: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    let path = proc.link(node);
-    if buf.is_empty() {
-        return Ok(rustix::fs::listxattr_query(path.as_c_str())?);
-    }
-    Ok(rustix::fs::listxattr(path.as_c_str(), buf)?)
-}
-
-pub fn setxattr(
-    proc: &Proc,
-    node: BorrowedFd<'_>,
-    name: &OsStr,
-    value: &[u8],
-    flags: i32,
-) -> io::Result<()> {
-    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as _);
-    Ok(rustix::fs::setxattr(
-        proc.link(node).as_c_str(),
-        name,
-        value,
-        flags,
-    )?)
-}
-
-pub fn removexattr(proc: &Proc, node: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::removexattr(proc.link(node).as_c_str(), name)?)
+/// The xattr calls by path, following the final link.
+pub(super) mod xattr_calls {
+    pub use rustix::fs::{
+        getxattr as get, getxattr_query as get_size, listxattr as list,
+        listxattr_query as list_size, removexattr as remove, setxattr as set,
+    };
 }
 
 pub fn access(proc: &Proc, node: BorrowedFd<'_>, mask: i32) -> io::Result<()> {

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, Timestamps};
 
 /// Nothing to hold open on macOS.
 pub struct Proc;
@@ -76,45 +76,18 @@ pub fn utimens_node(node: BorrowedFd<'_>, times: &Timestamps) -> io::Result<()> 
     )?)
 }
 
-pub fn getxattr(
-    _proc: &Proc,
-    node: BorrowedFd<'_>,
-    name: &OsStr,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    let path = path_of(node)?;
-    if buf.is_empty() {
-        return Ok(rustix::fs::lgetxattr_query(path.as_c_str(), name)?);
-    }
-    Ok(rustix::fs::lgetxattr(path.as_c_str(), name, buf)?)
+/// How the xattr calls (`xattr.rs`) name `node`: by its current path,
+/// which they do not follow.
+pub(super) fn xattr_path(_proc: &Proc, node: BorrowedFd<'_>) -> io::Result<CString> {
+    path_of(node)
 }
 
-pub fn listxattr(_proc: &Proc, node: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    let path = path_of(node)?;
-    if buf.is_empty() {
-        return Ok(rustix::fs::llistxattr_query(path.as_c_str())?);
-    }
-    Ok(rustix::fs::llistxattr(path.as_c_str(), buf)?)
-}
-
-pub fn setxattr(
-    _proc: &Proc,
-    node: BorrowedFd<'_>,
-    name: &OsStr,
-    value: &[u8],
-    flags: i32,
-) -> io::Result<()> {
-    let flags = XattrFlags::from_bits_retain(flags as _);
-    Ok(rustix::fs::lsetxattr(
-        path_of(node)?.as_c_str(),
-        name,
-        value,
-        flags,
-    )?)
-}
-
-pub fn removexattr(_proc: &Proc, node: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::lremovexattr(path_of(node)?.as_c_str(), name)?)
+/// The xattr calls by path, not following a final symlink.
+pub(super) mod xattr_calls {
+    pub use rustix::fs::{
+        lgetxattr as get, lgetxattr_query as get_size, llistxattr as list,
+        llistxattr_query as list_size, lremovexattr as remove, lsetxattr as set,
+    };
 }
 
 pub fn access(_proc: &Proc, node: BorrowedFd<'_>, mask: i32) -> io::Result<()> {
