@@ -33,9 +33,7 @@ pub mod sync;
 pub mod sync {
     pub mod policy;
 }
-#[cfg(unix)]
 pub mod replica;
-#[cfg(target_os = "linux")]
 pub mod verify;
 #[cfg(unix)]
 pub mod watch;
