@@ -7,12 +7,10 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{OFlags, Stat};
-
 use crate::replica::tree::{Tree, is_dir, is_file, is_symlink, mode_of};
+use crate::sys::{self, Access, Meta, S_IFMT};
 
 /// Every difference between `a` and `b`, as lines `"path: what"`.
 pub fn compare(a: &Path, b: &Path) -> io::Result<Vec<String>> {
@@ -40,8 +38,8 @@ fn show(rel: &Path) -> String {
     }
 }
 
-fn kind(st: &Stat) -> &'static str {
-    match mode_of(st) & 0o170000 {
+fn kind(st: &Meta) -> &'static str {
+    match mode_of(st) & S_IFMT {
         0o040000 => "directory",
         0o100000 => "file",
         0o120000 => "symlink",
@@ -53,9 +51,8 @@ fn kind(st: &Stat) -> &'static str {
     }
 }
 
-#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn key(st: &Stat) -> (u64, u64) {
-    (st.st_dev as u64, st.st_ino as u64)
+fn key(st: &Meta) -> (u64, u64) {
+    st.key()
 }
 
 fn walk(
@@ -85,22 +82,22 @@ fn walk(
             mode_of(&sb) & 0o7777
         ));
     }
-    if sa.st_uid != sb.st_uid || sa.st_gid != sb.st_gid {
+    if sa.uid != sb.uid || sa.gid != sb.gid {
         out.push(format!(
             "{p}: owner differs ({}:{} vs {}:{})",
-            sa.st_uid, sa.st_gid, sb.st_uid, sb.st_gid
+            sa.uid, sa.gid, sb.uid, sb.gid
         ));
     }
-    if (sa.st_mtime, sa.st_mtime_nsec) != (sb.st_mtime, sb.st_mtime_nsec) {
+    if sa.mtime != sb.mtime {
         out.push(format!(
             "{p}: mtime differs ({}.{:09} vs {}.{:09})",
-            sa.st_mtime, sa.st_mtime_nsec, sb.st_mtime, sb.st_mtime_nsec
+            sa.mtime.sec, sa.mtime.nsec, sb.mtime.sec, sb.mtime.nsec
         ));
     }
     if !is_symlink(&sa) && ta.xattrs(rel)? != tb.xattrs(rel)? {
         out.push(format!("{p}: xattrs differ"));
     }
-    if !is_dir(&sa) && (sa.st_nlink > 1 || sb.st_nlink > 1) {
+    if !is_dir(&sa) && (sa.nlink > 1 || sb.nlink > 1) {
         let fa = links_a
             .entry(key(&sa))
             .or_insert_with(|| rel.to_path_buf())
@@ -118,24 +115,22 @@ fn walk(
         }
     }
     if is_symlink(&sa) {
-        let la = rustix::fs::readlinkat(ta.node(rel)?, "", Vec::new())?;
-        let lb = rustix::fs::readlinkat(tb.node(rel)?, "", Vec::new())?;
+        let la = ta.readlink(rel)?;
+        let lb = tb.readlink(rel)?;
         if la != lb {
+            let (la, lb) = (sys::path_from_bytes(&la), sys::path_from_bytes(&lb));
             out.push(format!("{p}: symlink target differs ({la:?} vs {lb:?})"));
         }
     } else if is_file(&sa) {
-        if sa.st_size != sb.st_size {
-            out.push(format!(
-                "{p}: size differs ({} vs {})",
-                sa.st_size, sb.st_size
-            ));
+        if sa.size != sb.size {
+            out.push(format!("{p}: size differs ({} vs {})", sa.size, sb.size));
         } else if !same_contents(
-            &ta.open_file(rel, OFlags::RDONLY, 0)?,
-            &tb.open_file(rel, OFlags::RDONLY, 0)?,
+            &ta.open_file(rel, Access::Read, None)?,
+            &tb.open_file(rel, Access::Read, None)?,
         )? {
             out.push(format!("{p}: contents differ"));
         }
-    } else if !is_file(&sa) && !is_dir(&sa) && sa.st_rdev != sb.st_rdev {
+    } else if !is_file(&sa) && !is_dir(&sa) && sa.rdev != sb.rdev {
         out.push(format!("{p}: device number differs"));
     } else if is_dir(&sa) {
         let na: Vec<OsString> = ta.list(rel)?;
@@ -170,10 +165,10 @@ fn same_contents(a: &File, b: &File) -> io::Result<bool> {
     let mut y = vec![0u8; 1 << 20];
     let mut off = 0u64;
     loop {
-        let n = a.read_at(&mut x, off)?;
+        let n = sys::read_at(a, &mut x, off)?;
         let mut m = 0;
         while m < n {
-            let k = b.read_at(&mut y[m..n], off + m as u64)?;
+            let k = sys::read_at(b, &mut y[m..n], off + m as u64)?;
             if k == 0 {
                 return Ok(false);
             }
@@ -183,7 +178,7 @@ fn same_contents(a: &File, b: &File) -> io::Result<bool> {
             return Ok(false);
         }
         if n == 0 {
-            return Ok(b.read_at(&mut y[..1], off)? == 0);
+            return Ok(sys::read_at(b, &mut y[..1], off)? == 0);
         }
         off += n as u64;
     }

@@ -1,24 +1,20 @@
 //! The directory target: a local directory kept equal to SOURCE. Every
-//! path is resolved under the target's root descriptor without following
+//! path is resolved under the target's root handle without following
 //! symlinks; data moves through the fast-I/O backend.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
-
 use super::sparse;
-use super::tree::{self, Tree, is_dir, is_file, is_symlink, mode_of, read_full};
+use super::tree::{Tree, is_dir, is_file, is_symlink, mode_of, read_full};
 use super::{Change, Progress, Replica};
 use crate::backend::FastIo;
 use crate::journal::record::{NodeKind, Op};
-use crate::sys::Identity;
+use crate::sys::{self, Access, Dir, Errno, Identity, Kind, Meta, Node, S_IFMT};
 
 pub struct DirReplica {
     path: PathBuf,
@@ -47,10 +43,10 @@ impl DirReplica {
         if let Some(t) = g.as_ref() {
             // Still the directory at that path? (It may have been removed and
             // made again while the target was failing.)
-            let live = rustix::fs::fstat(t.root_fd()).ok();
-            let now = rustix::fs::stat(&self.path).ok();
+            let live = t.root_dir().fstat().ok();
+            let now = sys::stat(&self.path).ok();
             if let (Some(a), Some(b)) = (live, now) {
-                if a.st_ino == b.st_ino && a.st_dev == b.st_dev && a.st_nlink > 0 {
+                if a.ino == b.ino && a.dev == b.dev && a.nlink > 0 {
                     return Ok(Arc::clone(t));
                 }
             }
@@ -67,133 +63,81 @@ impl DirReplica {
     }
 }
 
-fn times_of(st: &Stat) -> Timestamps {
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as i64,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as i64,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    }
-}
-
-fn errno(e: &io::Error) -> Option<i32> {
-    e.raw_os_error()
-}
-
 /// Makes `node`'s owner, mode and times those of `src`.
-fn copy_attrs(node: BorrowedFd<'_>, src: &Stat) -> io::Result<()> {
+fn copy_attrs(node: &Node, src: &Meta) -> io::Result<()> {
     let symlink = is_symlink(src);
-    #[allow(clippy::unnecessary_cast)]
-    let (uid, gid) = (src.st_uid as u32, src.st_gid as u32);
-    let have = rustix::fs::fstat(node)?;
-    #[allow(clippy::unnecessary_cast)]
-    if have.st_uid as u32 != uid || have.st_gid as u32 != gid {
-        rustix::fs::chownat(
-            node,
-            "",
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        )?;
+    let (uid, gid) = (src.uid, src.gid);
+    let have = node.fstat()?;
+    if have.uid != uid || have.gid != gid {
+        node.fchown(uid, gid)?;
     }
     if !symlink {
         let want = mode_of(src) & 0o7777;
         // chown may have cleared set-id bits: compare after it.
-        let have = rustix::fs::fstat(node)?;
+        let have = node.fstat()?;
         if mode_of(&have) & 0o7777 != want {
-            rustix::fs::chmod(Tree::proc_path(node), Mode::from_raw_mode(want))?;
+            node.fchmod(want)?;
         }
     }
-    rustix::fs::utimensat(node, "", &times_of(src), AtFlags::EMPTY_PATH)?;
+    node.futimens(src)?;
     Ok(())
 }
 
 /// Makes the xattrs of `node` exactly `want`.
-fn copy_xattrs(node: BorrowedFd<'_>, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    copy_xattrs_path(&Tree::proc_path(node), tree::Follow::Yes, want)
+fn copy_xattrs(node: &Node, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    sync_xattrs(
+        &node.listxattrs()?,
+        want,
+        |n| node.removexattr(n),
+        |n, v| node.setxattr(n, v),
+    )
 }
 
 /// Makes the xattrs of `name` in `dir` (not following a symlink) exactly
 /// `want`.
-fn copy_xattrs_at(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    want: &[(Vec<u8>, Vec<u8>)],
-) -> io::Result<()> {
-    copy_xattrs_path(&Tree::proc_path(dir).join(name), tree::Follow::No, want)
+fn copy_xattrs_at(dir: &Dir, name: &OsStr, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    sync_xattrs(
+        &dir.llistxattrs_at(name)?,
+        want,
+        |n| dir.lremovexattr_at(name, n),
+        |n, v| dir.lsetxattr_at(name, n, v),
+    )
 }
 
-fn copy_xattrs_path(p: &Path, follow: tree::Follow, want: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    let have = tree::xattrs_path(p, follow)?;
+/// Turns the xattrs `have` into `want` with `remove` and `set`.
+fn sync_xattrs(
+    have: &[(Vec<u8>, Vec<u8>)],
+    want: &[(Vec<u8>, Vec<u8>)],
+    remove: impl Fn(&[u8]) -> io::Result<()>,
+    set: impl Fn(&[u8], &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     if have == want {
         return Ok(());
     }
-    type Remove = fn(&Path, &OsStr) -> rustix::io::Result<()>;
-    type Set = fn(&Path, &OsStr, &[u8], rustix::fs::XattrFlags) -> rustix::io::Result<()>;
-    let (remove, set): (Remove, Set) = match follow {
-        tree::Follow::Yes => (
-            |p, n| rustix::fs::removexattr(p, n),
-            |p, n, v, f| rustix::fs::setxattr(p, n, v, f),
-        ),
-        tree::Follow::No => (
-            |p, n| rustix::fs::lremovexattr(p, n),
-            |p, n, v, f| rustix::fs::lsetxattr(p, n, v, f),
-        ),
-    };
-    for (name, _) in &have {
+    for (name, _) in have {
         if !want.iter().any(|(n, _)| n == name) {
-            let _ = remove(p, OsStr::from_bytes_compat(name));
+            let _ = remove(name);
         }
     }
     for (name, value) in want {
         if !have.iter().any(|(n, v)| n == name && v == value) {
-            set(
-                p,
-                OsStr::from_bytes_compat(name),
-                value,
-                rustix::fs::XattrFlags::empty(),
-            )?;
+            set(name, value)?;
         }
     }
     Ok(())
-}
-
-trait FromBytesCompat {
-    fn from_bytes_compat(b: &[u8]) -> &OsStr;
-}
-
-impl FromBytesCompat for OsStr {
-    fn from_bytes_compat(b: &[u8]) -> &OsStr {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
-    }
-}
-
-/// A SOURCE inode's identity opened for reading.
-fn open_subject(id: &Identity) -> io::Result<File> {
-    id.open(OFlags::RDONLY)
 }
 
 /// A SOURCE inode's attributes, `None` once it has no name left in SOURCE
 /// (unlinked since the change, or gone altogether): nothing of it has
 /// anywhere to go on the target.
-fn subject_stat(id: &Identity) -> io::Result<Option<Stat>> {
-    match id.stat() {
-        Ok(st) if st.st_nlink == 0 => Ok(None),
-        Ok(st) => Ok(Some(st)),
-        Err(e) if errno(&e) == Some(libc::ESTALE) => Ok(None),
-        Err(e) => Err(e),
-    }
+fn subject_stat(id: &Identity) -> io::Result<Option<Meta>> {
+    sys::identity_stat(id)
 }
 
 impl DirReplica {
     fn create(&self, t: &Tree, rel: &Path, kind: NodeKind, mode: u32) -> io::Result<()> {
         let (dir, name) = t.parent(rel)?;
-        self.create_at(t, dir.as_fd(), &name, rel, kind, mode)
+        self.create_at(t, &dir, &name, rel, kind, mode)
     }
 
     /// Makes `name` in `dir` (which is `rel`'s parent) a new node of `kind`,
@@ -201,65 +145,31 @@ impl DirReplica {
     fn create_at(
         &self,
         t: &Tree,
-        dir: BorrowedFd<'_>,
+        dir: &Dir,
         name: &OsStr,
         rel: &Path,
         kind: NodeKind,
         mode: u32,
     ) -> io::Result<()> {
-        let perm = Mode::from_raw_mode(mode & 0o7777);
+        let perm = mode & 0o7777;
         let attempt = || -> io::Result<()> {
             match kind {
                 NodeKind::File => {
-                    let f = rustix::fs::openat(
-                        dir,
-                        name,
-                        OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        perm,
-                    )?;
+                    let f = dir.openat(name, Access::Write, Some(perm))?;
                     // The name was new in SOURCE: whatever was here is stale.
-                    rustix::fs::ftruncate(&f, 0)?;
+                    f.set_len(0)?;
                     Ok(())
                 }
-                NodeKind::Dir => Ok(rustix::fs::mkdirat(dir, name, perm)?),
-                NodeKind::Fifo => Ok(rustix::fs::mknodat(
-                    dir,
-                    name,
-                    rustix::fs::FileType::Fifo,
-                    perm,
-                    0,
-                )?),
-                NodeKind::Socket => Ok(rustix::fs::mknodat(
-                    dir,
-                    name,
-                    rustix::fs::FileType::Socket,
-                    perm,
-                    0,
-                )?),
-                NodeKind::CharDevice(d) => Ok(rustix::fs::mknodat(
-                    dir,
-                    name,
-                    rustix::fs::FileType::CharacterDevice,
-                    perm,
-                    d,
-                )?),
-                NodeKind::BlockDevice(d) => Ok(rustix::fs::mknodat(
-                    dir,
-                    name,
-                    rustix::fs::FileType::BlockDevice,
-                    perm,
-                    d,
-                )?),
+                NodeKind::Dir => dir.mkdirat(name, perm),
+                NodeKind::Fifo => dir.mknodat(name, Kind::Fifo, perm, 0),
+                NodeKind::Socket => dir.mknodat(name, Kind::Socket, perm, 0),
+                NodeKind::CharDevice(d) => dir.mknodat(name, Kind::CharDevice, perm, d),
+                NodeKind::BlockDevice(d) => dir.mknodat(name, Kind::BlockDevice, perm, d),
             }
         };
         match attempt() {
             Ok(()) => Ok(()),
-            Err(e)
-                if matches!(
-                    errno(&e),
-                    Some(libc::EEXIST) | Some(libc::ELOOP) | Some(libc::EISDIR)
-                ) =>
-            {
+            Err(e) if Errno::Exist.is(&e) || Errno::Loop.is(&e) || Errno::IsDir.is(&e) => {
                 let existing = t.lstat(rel)?;
                 let same_dir = kind == NodeKind::Dir && existing.as_ref().is_some_and(is_dir);
                 if same_dir {
@@ -287,10 +197,10 @@ impl DirReplica {
             // Unlinked in SOURCE since: its data has nowhere to go.
             return Ok(0);
         };
-        let src = open_subject(subject)?;
-        let dst = t.open_file(rel, OFlags::WRONLY | OFlags::CREATE, 0o600)?;
+        let src = sys::identity_open(subject)?;
+        let dst = t.open_file(rel, Access::Write, Some(0o600))?;
         let n = sparse::copy_ranges(io, &src, &dst, ranges)?;
-        rustix::fs::futimens(&dst, &times_of(&st))?;
+        sys::futimens(&dst, &st)?;
         Ok(n)
     }
 
@@ -298,7 +208,7 @@ impl DirReplica {
         let attrs_from_subject = |rel: &Path| -> io::Result<()> {
             if let Some(st) = c.subject.map(subject_stat).transpose()?.flatten() {
                 let node = t.node(rel)?;
-                copy_attrs(node.as_fd(), &st)?;
+                copy_attrs(&node, &st)?;
             }
             Ok(())
         };
@@ -310,10 +220,11 @@ impl DirReplica {
             }
             Op::Symlink { path, target } => {
                 let (dir, name) = t.parent(path)?;
-                match rustix::fs::symlinkat(target, &dir, &name) {
-                    Err(rustix::io::Errno::EXIST) => {
+                let target = sys::name_bytes(target.as_os_str());
+                match dir.symlinkat(&target, &name) {
+                    Err(e) if Errno::Exist.is(&e) => {
                         t.remove_all(path)?;
-                        rustix::fs::symlinkat(target, &dir, &name)?;
+                        dir.symlinkat(&target, &name)?;
                     }
                     r => r?,
                 }
@@ -322,46 +233,42 @@ impl DirReplica {
             Op::Link { from, to } => {
                 let (fd, fname) = t.parent(from)?;
                 let (td, tname) = t.parent(to)?;
-                match rustix::fs::linkat(&fd, &fname, &td, &tname, AtFlags::empty()) {
-                    Err(rustix::io::Errno::EXIST) => {
+                match fd.linkat(&fname, &td, &tname) {
+                    Err(e) if Errno::Exist.is(&e) => {
                         t.remove_all(to)?;
-                        rustix::fs::linkat(&fd, &fname, &td, &tname, AtFlags::empty())?;
+                        fd.linkat(&fname, &td, &tname)?;
                     }
                     r => r?,
                 }
             }
             Op::Unlink { path } => {
                 let (dir, name) = t.parent(path)?;
-                match rustix::fs::unlinkat(&dir, &name, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(rustix::io::Errno::ISDIR) => t.remove_all(path)?,
-                    Err(e) => return Err(e.into()),
+                match dir.unlinkat(&name) {
+                    Ok(()) => {}
+                    Err(e) if Errno::NoEnt.is(&e) => {}
+                    Err(e) if Errno::IsDir.is(&e) => t.remove_all(path)?,
+                    Err(e) => return Err(e),
                 }
             }
             Op::Rmdir { path } => {
                 let (dir, name) = t.parent(path)?;
-                match rustix::fs::unlinkat(&dir, &name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::NOTDIR) => {
+                match dir.rmdirat(&name) {
+                    Ok(()) => {}
+                    Err(e) if Errno::NoEnt.is(&e) => {}
+                    Err(e) if Errno::NotEmpty.is(&e) || Errno::NotDir.is(&e) => {
                         t.remove_all(path)?
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
             Op::Rename { from, to, flags } => {
                 let (fd, fname) = t.parent(from)?;
                 let (td, tname) = t.parent(to)?;
-                rustix::fs::renameat_with(
-                    &fd,
-                    &fname,
-                    &td,
-                    &tname,
-                    RenameFlags::from_bits_retain(*flags),
-                )?;
+                fd.renameat2(&fname, &td, &tname, *flags)?;
             }
             Op::Attr { path } => attrs_from_subject(path)?,
             Op::Truncate { path, size } => {
-                let f = t.open_file(path, OFlags::WRONLY, 0)?;
+                let f = t.open_file(path, Access::Write, None)?;
                 f.set_len(*size)?;
                 drop(f);
                 attrs_from_subject(path)?;
@@ -379,28 +286,23 @@ impl DirReplica {
                 offset,
                 len,
             } => {
-                let f = t.open_file(path, OFlags::WRONLY, 0)?;
-                match rustix::fs::fallocate(
-                    &f,
-                    FallocateFlags::from_bits_retain(*mode as _),
-                    *offset,
-                    *len,
-                ) {
+                let f = t.open_file(path, Access::Write, None)?;
+                match sys::fallocate(&f, *mode, *offset, *len) {
                     Ok(()) => {}
                     // The target filesystem cannot: the data copy below
                     // still makes the bytes right.
-                    Err(rustix::io::Errno::OPNOTSUPP) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) if Errno::NotSup.is(&e) => {}
+                    Err(e) => return Err(e),
                 }
                 drop(f);
                 if let Some(s) = c.subject {
-                    let src = open_subject(s)?;
-                    let dst = t.open_file(path, OFlags::WRONLY, 0)?;
+                    let src = sys::identity_open(s)?;
+                    let dst = t.open_file(path, Access::Write, None)?;
                     let end = src.metadata()?.len().min(offset.saturating_add(*len));
                     // Holes too: a punched range stays punched.
                     bytes = sparse::copy_ranges(io, &src, &dst, &[(*offset, end)])?;
                     if dst.metadata()?.len() != src.metadata()?.len()
-                        && *mode & libc::FALLOC_FL_KEEP_SIZE == 0
+                        && *mode & sys::FALLOC_FL_KEEP_SIZE == 0
                     {
                         dst.set_len(src.metadata()?.len())?;
                     }
@@ -413,24 +315,13 @@ impl DirReplica {
                 value,
                 flags: _,
             } => {
-                let node = t.node(path)?;
-                rustix::fs::setxattr(
-                    Tree::proc_path(node.as_fd()),
-                    OsStr::from_bytes_compat(name),
-                    value,
-                    rustix::fs::XattrFlags::empty(),
-                )?;
+                t.node(path)?.setxattr(name, value)?;
             }
-            Op::RemoveXattr { path, name } => {
-                let node = t.node(path)?;
-                match rustix::fs::removexattr(
-                    Tree::proc_path(node.as_fd()),
-                    OsStr::from_bytes_compat(name),
-                ) {
-                    Ok(()) | Err(rustix::io::Errno::NODATA) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Op::RemoveXattr { path, name } => match t.node(path)?.removexattr(name) {
+                Ok(()) => {}
+                Err(e) if Errno::NoData.is(&e) => {}
+                Err(e) => return Err(e),
+            },
             // The engine reconciles these itself; nothing to apply.
             Op::Resync { .. } => {}
         }
@@ -439,7 +330,7 @@ impl DirReplica {
                 continue;
             };
             if let Ok(node) = t.node(dir) {
-                rustix::fs::utimensat(node.as_fd(), "", &times_of(&st), AtFlags::EMPTY_PATH)?;
+                node.futimens(&st)?;
             }
         }
         Ok(bytes)
@@ -469,9 +360,8 @@ impl DirReplica {
         progress.entries.fetch_add(1, Ordering::Relaxed);
         let mut have = stat_at(dirs.dst, name)?;
         // Hard links: the second name of an inode links to the first.
-        #[allow(clippy::unnecessary_cast)]
-        let key = (s.st_dev as u64, s.st_ino as u64);
-        if !is_dir(&s) && s.st_nlink > 1 {
+        let key = s.key();
+        if !is_dir(&s) && s.nlink > 1 {
             if w.defer_links.load(Ordering::Relaxed) {
                 // Which name comes first is only clear in one walk order.
                 w.deferred
@@ -489,13 +379,13 @@ impl DirReplica {
             if let Some(first) = first {
                 let first_t = w.t.lstat(&first)?;
                 let linked = match (&have, &first_t) {
-                    (Some(h), Some(f)) => h.st_ino == f.st_ino && h.st_dev == f.st_dev,
+                    (Some(h), Some(f)) => h.ino == f.ino && h.dev == f.dev,
                     _ => false,
                 };
                 if !linked {
                     w.t.remove_all(rel)?;
                     let (fd, fname) = w.t.parent(&first)?;
-                    rustix::fs::linkat(&fd, &fname, dirs.dst, name, AtFlags::empty())?;
+                    fd.linkat(&fname, dirs.dst, name)?;
                     progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
                 }
                 return Ok(());
@@ -505,10 +395,10 @@ impl DirReplica {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, rel.to_path_buf());
         }
-        let kind = mode_of(&s) & 0o170000;
+        let kind = mode_of(&s) & S_IFMT;
         let mut fresh = false;
         let fixed_before = progress.entries_fixed.load(Ordering::Relaxed);
-        if have.as_ref().is_some_and(|h| mode_of(h) & 0o170000 != kind) {
+        if have.as_ref().is_some_and(|h| mode_of(h) & S_IFMT != kind) {
             w.t.remove_all(rel)?;
             have = None;
         }
@@ -517,30 +407,27 @@ impl DirReplica {
             progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("reconcile: creating {}", rel.display());
             if is_symlink(&s) {
-                let target = rustix::fs::readlinkat(dirs.src, name, Vec::new())?;
-                rustix::fs::symlinkat(target.as_c_str(), dirs.dst, name)?;
+                let target = dirs.src.readlinkat(name)?;
+                dirs.dst.symlinkat(&target, name)?;
             } else if !is_file(&s) {
                 // Files are made by the copy below.
                 self.create_at(w.t, dirs.dst, name, rel, node_kind(&s), mode_of(&s))?;
             }
         } else if is_symlink(&s) {
-            let a = rustix::fs::readlinkat(dirs.src, name, Vec::new())?;
-            let b = rustix::fs::readlinkat(dirs.dst, name, Vec::new())?;
+            let a = dirs.src.readlinkat(name)?;
+            let b = dirs.dst.readlinkat(name)?;
             if a != b {
                 w.t.remove_all(rel)?;
-                rustix::fs::symlinkat(a.as_c_str(), dirs.dst, name)?;
+                dirs.dst.symlinkat(&a, name)?;
                 progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
             }
         }
         if is_file(&s) {
-            let quick_same = have.as_ref().is_some_and(|h| {
-                h.st_size == s.st_size
-                    && h.st_mtime == s.st_mtime
-                    && h.st_mtime_nsec == s.st_mtime_nsec
-            });
+            let quick_same = have
+                .as_ref()
+                .is_some_and(|h| h.size == s.size && h.mtime == s.mtime);
             if !quick_same || w.dirty {
-                #[allow(clippy::unnecessary_cast)]
-                let old_size = have.as_ref().map_or(0, |h| h.st_size as u64);
+                let old_size = have.as_ref().map_or(0, |h| h.size);
                 let n = self.block_copy(dirs, name, &s, old_size, w.io)?;
                 progress.bytes_copied.fetch_add(n, Ordering::Relaxed);
                 if !fresh {
@@ -549,17 +436,16 @@ impl DirReplica {
                 have = None; // changed: looked at again below
             }
         } else if is_dir(&s) {
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let src = rustix::fs::openat(dirs.src, name, flags, Mode::empty())?;
-            let dst = rustix::fs::openat(dirs.dst, name, flags, Mode::empty())?;
+            let src = dirs.src.openat_dir(name)?;
+            let dst = dirs.dst.openat_dir(name)?;
             let inner = At {
-                src: src.as_fd(),
-                dst: dst.as_fd(),
+                src: &src,
+                dst: &dst,
             };
             self.reconcile_children(w, inner, rel, fresh)?;
         }
         if !is_symlink(&s) {
-            let want = tree::xattrs_at(dirs.src, name)?;
+            let want = dirs.src.llistxattrs_at(name)?;
             // What we just made has none of its own.
             if !(fresh && want.is_empty()) {
                 copy_xattrs_at(dirs.dst, name, &want)?;
@@ -572,7 +458,7 @@ impl DirReplica {
         } else {
             have
         };
-        let have = have.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let have = have.ok_or_else(|| Errno::NoEnt.error())?;
         fix_attrs(dirs.dst, name, &have, &s)
     }
 
@@ -587,9 +473,9 @@ impl DirReplica {
         rel: &Path,
         fresh: bool,
     ) -> io::Result<()> {
-        let want = tree::list_at(dirs.src)?;
+        let want = dirs.src.list()?;
         if !fresh {
-            for name in tree::list_at(dirs.dst)? {
+            for name in dirs.dst.list()? {
                 if want.binary_search(&name).is_err() {
                     w.t.remove_all(&rel.join(&name))?;
                     w.progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
@@ -615,8 +501,8 @@ impl DirReplica {
     /// calls). Hard-linked names are made afterwards, in one order.
     fn reconcile_root(&self, w: &Walk<'_>, src: &Tree, dirs: At<'_>) -> io::Result<()> {
         let root = Path::new("");
-        let want = tree::list_at(dirs.src)?;
-        for name in tree::list_at(dirs.dst)? {
+        let want = dirs.src.list()?;
+        for name in dirs.dst.list()? {
             if want.binary_search(&name).is_err() {
                 w.t.remove_all(Path::new(&name))?;
                 w.progress.entries_fixed.fetch_add(1, Ordering::Relaxed);
@@ -658,8 +544,8 @@ impl DirReplica {
             let (sdir, name) = src.parent(rel)?;
             let (tdir, _) = w.t.parent(rel)?;
             let at = At {
-                src: sdir.as_fd(),
-                dst: tdir.as_fd(),
+                src: &sdir,
+                dst: &tdir,
             };
             if let Err(e) = self.reconcile_entry(w, at, &name, rel) {
                 if !matches!(stat_at(at.src, &name), Ok(None)) {
@@ -667,8 +553,8 @@ impl DirReplica {
                 }
             }
             // The directory's times were set before its new name.
-            let s = rustix::fs::fstat(&sdir)?;
-            rustix::fs::utimensat(&tdir, "", &times_of(&s), AtFlags::EMPTY_PATH)?;
+            let s = sdir.fstat()?;
+            tdir.futimens(&s)?;
         }
         Ok(())
     }
@@ -680,24 +566,15 @@ impl DirReplica {
         &self,
         dirs: At<'_>,
         name: &OsStr,
-        s: &Stat,
+        s: &Meta,
         old_size: u64,
         io: &dyn FastIo,
     ) -> io::Result<u64> {
         const BLOCK: usize = 1 << 20;
-        let src = rustix::fs::openat(
-            dirs.src,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let dst = rustix::fs::openat(
-            dirs.dst,
-            name,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode_of(s) & 0o777),
-        )?;
-        let (src, dst) = (File::from(src), File::from(dst));
+        let src = dirs.src.openat(name, Access::Read, None)?;
+        let dst = dirs
+            .dst
+            .openat(name, Access::ReadWrite, Some(mode_of(s) & 0o777))?;
         let size = src.metadata()?.len();
         let mut ranges = Vec::new();
         let compared = size.min(old_size);
@@ -738,8 +615,8 @@ impl DirReplica {
 /// A directory in SOURCE and its twin on the target.
 #[derive(Clone, Copy)]
 struct At<'a> {
-    src: BorrowedFd<'a>,
-    dst: BorrowedFd<'a>,
+    src: &'a Dir,
+    dst: &'a Dir,
 }
 
 /// What one reconcile walk shares.
@@ -796,19 +673,18 @@ impl Walk<'_> {
 }
 
 /// lstat of `name` in `dir`; `None` when it does not exist.
-fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<Stat>> {
-    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+fn stat_at(dir: &Dir, name: &OsStr) -> io::Result<Option<Meta>> {
+    match dir.statat(name) {
         Ok(st) => Ok(Some(st)),
-        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) if Errno::NoEnt.is(&e) || Errno::NotDir.is(&e) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
 /// The kind of node to make for `s` (files and symlinks are made elsewhere).
-fn node_kind(s: &Stat) -> NodeKind {
-    #[allow(clippy::unnecessary_cast)]
-    let rdev = s.st_rdev as u64;
-    match mode_of(s) & 0o170000 {
+fn node_kind(s: &Meta) -> NodeKind {
+    let rdev = s.rdev;
+    match mode_of(s) & S_IFMT {
         0o040000 => NodeKind::Dir,
         0o010000 => NodeKind::Fifo,
         0o140000 => NodeKind::Socket,
@@ -820,22 +696,16 @@ fn node_kind(s: &Stat) -> NodeKind {
 
 /// Makes the owner, mode and times of `name` in `dir` (now `have`) those
 /// of `want`, touching only what differs.
-fn fix_attrs(dir: BorrowedFd<'_>, name: &OsStr, have: &Stat, want: &Stat) -> io::Result<()> {
-    #[allow(clippy::unnecessary_cast)]
-    let differs = have.st_uid as u32 != want.st_uid as u32
-        || have.st_gid as u32 != want.st_gid as u32
+fn fix_attrs(dir: &Dir, name: &OsStr, have: &Meta, want: &Meta) -> io::Result<()> {
+    let differs = have.uid != want.uid
+        || have.gid != want.gid
         || (!is_symlink(want) && mode_of(have) & 0o7777 != mode_of(want) & 0o7777);
     if differs {
-        let node = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        return copy_attrs(node.as_fd(), want);
+        let node = dir.openat_node(name)?;
+        return copy_attrs(&node, want);
     }
-    if have.st_mtime != want.st_mtime || have.st_mtime_nsec != want.st_mtime_nsec {
-        rustix::fs::utimensat(dir, name, &times_of(want), AtFlags::SYMLINK_NOFOLLOW)?;
+    if have.mtime != want.mtime {
+        dir.utimensat(name, want)?;
     }
     Ok(())
 }
@@ -857,14 +727,7 @@ impl Replica for DirReplica {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let t = self.tree()?;
-        let fd = rustix::fs::openat(
-            t.root_fd(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(rustix::fs::syncfs(&fd)?)
+        self.tree()?.root_dir().syncfs()
     }
 
     fn reconcile(
@@ -906,8 +769,8 @@ impl Replica for DirReplica {
                     let (sdir, name) = src.parent(&parent)?;
                     let (tdir, _) = t.parent(&parent)?;
                     let dirs = At {
-                        src: sdir.as_fd(),
-                        dst: tdir.as_fd(),
+                        src: &sdir,
+                        dst: &tdir,
                     };
                     self.reconcile_entry(&walk, dirs, &name, &parent)?;
                     return walk.error().map_or(Ok(()), Err);
@@ -917,25 +780,26 @@ impl Replica for DirReplica {
         if rel.components().next().is_none() {
             // The root: its entries, then its own attributes.
             let dirs = At {
-                src: src.root_fd(),
-                dst: t.root_fd(),
+                src: src.root_dir(),
+                dst: t.root_dir(),
             };
             progress.entries.fetch_add(1, Ordering::Relaxed);
             self.reconcile_root(&walk, &src, dirs)?;
-            let s = rustix::fs::fstat(src.root_fd())?;
-            copy_xattrs(t.root_fd(), &tree::xattrs_of(src.root_fd())?)?;
-            copy_attrs(t.root_fd(), &s)?;
+            let s = src.root_dir().fstat()?;
+            let root = t.root_dir().node()?;
+            copy_xattrs(&root, &src.root_dir().node()?.listxattrs()?)?;
+            copy_attrs(&root, &s)?;
         } else {
             let (sdir, name) = src.parent(rel)?;
             let (tdir, _) = t.parent(rel)?;
             let dirs = At {
-                src: sdir.as_fd(),
-                dst: tdir.as_fd(),
+                src: &sdir,
+                dst: &tdir,
             };
             self.reconcile_entry(&walk, dirs, &name, rel)?;
             // The parent's contents may have changed: its times follow SOURCE.
-            let s = rustix::fs::fstat(&sdir)?;
-            rustix::fs::utimensat(&tdir, "", &times_of(&s), AtFlags::EMPTY_PATH)?;
+            let s = sdir.fstat()?;
+            tdir.futimens(&s)?;
         }
         walk.error().map_or(Ok(()), Err)
     }

@@ -1,16 +1,11 @@
 //! Targets: where changes are replicated. One trait; the directory target
 //! now, the rsync daemon client next.
 
-// The directory target resolves paths with O_PATH descriptors and
-// /proc/self/fd magic links: Linux for now (macOS needs the F_GETPATH
-// variant the passthrough core has).
-#[cfg(target_os = "linux")]
+// What differs per OS (directory handles, holes, a SOURCE inode's
+// attributes) comes from `crate::sys`.
 pub mod dir;
-#[cfg(target_os = "linux")]
 pub mod rsync;
-#[cfg(target_os = "linux")]
 pub mod sparse;
-#[cfg(target_os = "linux")]
 pub mod tree;
 
 use std::io;
@@ -111,13 +106,11 @@ pub trait Replica: Send + Sync {
 }
 
 /// The directory target at `path`.
-#[cfg(target_os = "linux")]
 pub fn open_dir(path: &Path) -> io::Result<Box<dyn Replica>> {
     Ok(Box::new(dir::DirReplica::new(path)?))
 }
 
 /// The rsync daemon target at `url`, reading changed files from `source`.
-#[cfg(target_os = "linux")]
 pub fn open_rsync(
     url: &RsyncUrl,
     password: Option<Vec<u8>>,
@@ -128,26 +121,4 @@ pub fn open_rsync(
         password,
         source,
     )))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn open_dir(path: &Path) -> io::Result<Box<dyn Replica>> {
-    Err(not_here(&path.display(), "directory"))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn open_rsync(
-    url: &RsyncUrl,
-    _password: Option<Vec<u8>>,
-    _source: &Path,
-) -> io::Result<Box<dyn Replica>> {
-    Err(not_here(url, "rsync://"))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn not_here(target: &dyn std::fmt::Display, kind: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("target {target}: {kind} targets are not available on this platform yet"),
-    )
 }

@@ -6,62 +6,17 @@
 use std::fs::File;
 use std::io;
 
-use rustix::fs::{FallocateFlags, SeekFrom};
-use rustix::io::Errno;
-
 use crate::backend::FastIo;
+use crate::sys::{self, data_segments};
 
-/// The data segments of `f` within `[start, end)`, in order. A file
-/// system that cannot tell holes from data reports one segment (the
-/// whole range), as the kernel's generic `SEEK_DATA` does.
-///
-/// # Errors
-///
-/// The OS error of `lseek`, other than "no data past here" (ENXIO) and
-/// "not supported".
-pub fn data_segments(f: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut at = start;
-    while at < end {
-        let data = match rustix::fs::seek(f, SeekFrom::Data(at)) {
-            Ok(d) => d,
-            // Only a hole (or the end of the file) from `at` on.
-            Err(Errno::NXIO) => break,
-            Err(Errno::INVAL | Errno::OPNOTSUPP) => {
-                out.push((at, end));
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if data >= end {
-            break;
-        }
-        let hole = match rustix::fs::seek(f, SeekFrom::Hole(data)) {
-            Ok(h) => h,
-            // The file shrank between the two calls.
-            Err(Errno::NXIO) => end,
-            Err(e) => return Err(e.into()),
-        };
-        let stop = hole.clamp(data + 1, end);
-        out.push((data, stop));
-        at = stop;
-    }
-    Ok(out)
-}
-
-/// `fallocate(PUNCH_HOLE | KEEP_SIZE)` over `[start, end)` of `dst`; where
-/// the target's file system cannot punch, zeros are written instead
-/// (read from SOURCE's hole), so the bytes are right either way.
+/// Punches a hole over `[start, end)` of `dst`; where the target's file
+/// system cannot punch, zeros are written instead (read from SOURCE's
+/// hole), so the bytes are right either way.
 fn punch(io: &dyn FastIo, src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
-    match rustix::fs::fallocate(
-        dst,
-        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-        start,
-        end - start,
-    ) {
-        Ok(()) => Ok(()),
-        Err(Errno::OPNOTSUPP | Errno::NOSYS) => io.copy_ranges(src, dst, &[(start, end)]).map(drop),
-        Err(e) => Err(e.into()),
+    if sys::punch_hole(dst, start, end)? {
+        Ok(())
+    } else {
+        io.copy_ranges(src, dst, &[(start, end)]).map(drop)
     }
 }
 
@@ -142,7 +97,17 @@ pub fn punch_holes(io: &dyn FastIo, src: &File, dst: &File, end: u64) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    fn write_all_at(f: &File, buf: &[u8], at: u64) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = f;
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(buf).unwrap();
+    }
+
+    fn blocks(f: &File) -> u64 {
+        sys::fstat(f).unwrap().blocks
+    }
 
     fn sparse(path: &std::path::Path, size: u64, data: &[(u64, u64)]) -> File {
         let f = std::fs::OpenOptions::new()
@@ -153,7 +118,7 @@ mod tests {
             .open(path)
             .unwrap();
         for &(a, b) in data {
-            f.write_all_at(&vec![0xa5; (b - a) as usize], a).unwrap();
+            write_all_at(&f, &vec![0xa5; (b - a) as usize], a);
         }
         f.set_len(size).unwrap();
         f
@@ -182,13 +147,12 @@ mod tests {
         assert_eq!(std::fs::read(d.path().join("s")).unwrap(), {
             std::fs::read(d.path().join("d")).unwrap()
         });
-        let (a, b) = (src.metadata().unwrap(), dst.metadata().unwrap());
-        assert_eq!(a.blocks(), b.blocks());
+        assert_eq!(blocks(&src), blocks(&dst));
         // A new target: nothing written into the hole, the size set.
         let new = sparse(&d.path().join("n"), 0, &[]);
         copy_ranges(&io, &src, &new, &[(0, 300 * K)]).unwrap();
         assert_eq!(new.metadata().unwrap().len(), 196 * K);
-        assert_eq!(new.metadata().unwrap().blocks(), a.blocks());
+        assert_eq!(blocks(&new), blocks(&src));
         // A trailing hole that a dense copy would have extended the file by.
         let tail = sparse(&d.path().join("t"), 10 * K, &[(0, 4 * K)]);
         let empty = sparse(&d.path().join("e"), 0, &[]);
@@ -196,12 +160,10 @@ mod tests {
         assert_eq!(empty.metadata().unwrap().len(), 10 * K);
         // Zeros written out where SOURCE has a hole are punched.
         let filled = sparse(&d.path().join("f"), 196 * K, &[]);
-        filled.write_all_at(&vec![0; 196 * 1024], 0).unwrap();
-        filled.write_all_at(&vec![0xa5; 64 * 1024], 0).unwrap();
-        filled
-            .write_all_at(&vec![0xa5; 80 * 1024], 116 * K)
-            .unwrap();
+        write_all_at(&filled, &vec![0; 196 * 1024], 0);
+        write_all_at(&filled, &vec![0xa5; 64 * 1024], 0);
+        write_all_at(&filled, &vec![0xa5; 80 * 1024], 116 * K);
         punch_holes(&io, &src, &filled, 196 * K).unwrap();
-        assert_eq!(filled.metadata().unwrap().blocks(), a.blocks());
+        assert_eq!(blocks(&filled), blocks(&src));
     }
 }

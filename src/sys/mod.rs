@@ -14,7 +14,14 @@
 //!   kernel adapter (FUSE on Unix; WinFsp on Windows is still to come);
 //! - the small OS helpers the layers above share (process identity, names
 //!   as bytes, the state dir's private files, the mount table, the control
-//!   socket).
+//!   socket);
+//! - for the replicas and `verify`: [`Dir`] (a directory handle whose
+//!   calls take a child's name and never follow a final symlink) and
+//!   `Node` (a handle on a node of any kind), the calls on open files
+//!   (`fstat`, `futimens`, `read_at`, `fallocate`, the holes'
+//!   `data_segments` and `punch_hole`) and a SOURCE inode's
+//!   (`identity_open`, `identity_stat`), all in the neutral shapes of
+//!   [`meta`]: [`Meta`], [`Access`], [`Errno`].
 //!
 //! The rules between layers are in docs/architecture.md and are checked by
 //! `tests/layers.rs`.
@@ -22,6 +29,8 @@
 use std::path::Path;
 
 pub mod mountinfo;
+pub mod meta;
+pub use meta::{Access, Errno, Kind, Meta, S_IFMT, Time};
 
 /// Inode number as the kernel sees it (`crate::fs::ROOT_INO` is SOURCE
 /// itself).

@@ -309,7 +309,7 @@ impl Read for Counting {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
-        let _ = rustix::net::sockopt::set_tcp_quickack(&self.inner, true);
+        let _ = crate::sys::set_tcp_quickack(&self.inner);
         Ok(n)
     }
 }

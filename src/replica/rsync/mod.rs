@@ -28,9 +28,7 @@ pub mod url;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -44,6 +42,7 @@ use super::{Change, Progress, Replica};
 use crate::backend::FastIo;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::{NodeKind, Op};
+use crate::sys::{self, Errno};
 pub use url::RsyncUrl;
 
 /// How long the daemon may stay silent (or refuse our bytes) before the
@@ -174,16 +173,16 @@ impl RsyncReplica {
         {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             for gone in &push.gone {
-                let name = Path::new(OsStr::from_bytes(gone));
-                shared.retain(|n| !n.starts_with(name));
+                let name = sys::path_from_bytes(gone);
+                shared.retain(|n| !n.starts_with(&name));
             }
             for (i, e) in push.entries.iter().enumerate() {
-                let name = Path::new(OsStr::from_bytes(&e.name));
+                let name = sys::path_from_bytes(&e.name);
                 if e.hlink.is_some() {
-                    shared.insert(name.to_path_buf());
+                    shared.insert(name);
                 } else if !push.inplace && !push.spared.contains(&i) && e.is_file() {
                     // Written as a new file: no longer linked to anything.
-                    shared.remove(name);
+                    shared.remove(&name);
                 }
             }
         }
@@ -291,8 +290,7 @@ impl RsyncReplica {
                     // links stay as they are.
                     e.is_file()
                         && !plan.spared.contains(&e.name)
-                        && (e.inode.is_some()
-                            || shared.contains(Path::new(OsStr::from_bytes(&e.name))))
+                        && (e.inode.is_some() || shared.contains(&sys::path_from_bytes(&e.name)))
                 })
                 .map(|e| e.name.clone())
                 .collect();
@@ -308,7 +306,7 @@ impl RsyncReplica {
                     plan.data.remove(&name);
                     plan.protect.push(name.clone());
                 }
-                let rel = PathBuf::from(OsStr::from_bytes(&name));
+                let rel = sys::path_from_bytes(&name);
                 if let Some(st) = src.lstat(&rel)? {
                     linked.ancestors(&rel)?;
                     linked.add(&rel, &st, false, Some(Data::Search))?;
@@ -485,10 +483,10 @@ impl Replica for RsyncReplica {
             }
             // Not by st_nlink: by now a name may be gone that was there
             // when the change was made.
-            let st = match id.stat() {
+            let st = match sys::identity_fstat(id) {
                 Ok(st) => st,
                 // Gone from SOURCE: its names' own changes say so.
-                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return Ok(Vec::new()),
+                Err(e) if Errno::Stale.is(&e) => return Ok(Vec::new()),
                 Err(e) => return Err(e),
             };
             if is_dir(&st) {
@@ -496,7 +494,7 @@ impl Replica for RsyncReplica {
             }
             let l = self.links.lock().unwrap_or_else(|e| e.into_inner());
             Ok(l.names
-                .get(&(st.st_dev, st.st_ino))
+                .get(&st.key())
                 .map(|n| n.iter().cloned().collect())
                 .unwrap_or_default())
         };
@@ -527,16 +525,16 @@ impl Replica for RsyncReplica {
             | Op::RemoveXattr { path, .. } => self.mark(path, Dirty::Meta),
             // Both names, so that the push lists them as links of one inode.
             Op::Link { from, to } => {
-                if let Some(st) = c.subject.and_then(|id| id.stat().ok()) {
+                if let Some(st) = c.subject.and_then(|id| sys::identity_fstat(id).ok()) {
                     let mut l = self.links.lock().unwrap_or_else(|e| e.into_inner());
-                    l.learn((st.st_dev, st.st_ino), from);
-                    l.learn((st.st_dev, st.st_ino), to);
+                    l.learn(st.key(), from);
+                    l.learn(st.key(), to);
                 }
                 self.mark(from, Dirty::Meta);
                 self.mark(to, Dirty::Meta);
             }
             Op::Rename { from, to, flags } => {
-                let exchange = *flags & libc::RENAME_EXCHANGE != 0;
+                let exchange = *flags & sys::RENAME_EXCHANGE != 0;
                 let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
                 if exchange {
                     links.exchange(from, to);

@@ -3,19 +3,16 @@
 //! and the hard-link groups known so far.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-
-use rustix::fs::{OFlags, Stat};
 
 use super::flist::{self, Entry, XMIT_NO_CONTENT_DIR, XMIT_TOP_DIR};
 use super::session::{Data, Push};
 use crate::replica::Progress;
 use crate::replica::tree::{Tree, is_dir, is_file, is_symlink};
+use crate::sys::{self, Access, Meta};
 
 pub(super) type Inode = (u64, u64);
 
@@ -74,7 +71,7 @@ pub(super) fn name_of(rel: &Path) -> Vec<u8> {
     if rel.as_os_str().is_empty() {
         b".".to_vec()
     } else {
-        rel.as_os_str().as_bytes().to_vec()
+        sys::name_bytes(rel.as_os_str())
     }
 }
 
@@ -108,16 +105,16 @@ impl<'a> Plan<'a> {
         }
     }
 
-    pub(super) fn entry(&self, rel: &Path, st: &Stat, flags: u32) -> io::Result<Entry> {
+    pub(super) fn entry(&self, rel: &Path, st: &Meta, flags: u32) -> io::Result<Entry> {
         let link = if is_symlink(st) {
             let (dir, name) = self.src.parent(rel)?;
-            Some(rustix::fs::readlinkat(&dir, &name, Vec::new())?.into_bytes())
+            Some(dir.readlinkat(&name)?)
         } else {
             None
         };
         let size = match &link {
             Some(l) => l.len() as u64,
-            None if is_file(st) || is_dir(st) => st.st_size as u64,
+            None if is_file(st) || is_dir(st) => st.size,
             None => 0,
         };
         // The root is a "top dir" only when it is swept: as a plain
@@ -130,18 +127,18 @@ impl<'a> Plan<'a> {
         };
         Ok(Entry {
             name: name_of(rel),
-            mode: st.st_mode,
+            mode: st.mode,
             size,
-            mtime: st.st_mtime,
-            mtime_nsec: st.st_mtime_nsec as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)),
+            mtime: st.mtime.sec,
+            mtime_nsec: st.mtime.nsec,
+            uid: st.uid,
+            gid: st.gid,
+            rdev: (sys::major(st.rdev), sys::minor(st.rdev)),
             link,
             flags: if is_dir(st) { flags | top } else { 0 },
             // Hard-linked symlinks are sent as separate symlinks: the
             // daemon does not keep their times right as links.
-            inode: (is_file(st) && st.st_nlink > 1).then_some((st.st_dev, st.st_ino)),
+            inode: (is_file(st) && st.nlink > 1).then_some(st.key()),
             hlink: None,
         })
     }
@@ -151,7 +148,7 @@ impl<'a> Plan<'a> {
     pub(super) fn add(
         &mut self,
         rel: &Path,
-        st: &Stat,
+        st: &Meta,
         content: bool,
         data: Option<Data>,
     ) -> io::Result<()> {
@@ -297,7 +294,7 @@ impl<'a> Plan<'a> {
     pub(super) fn walk(
         &mut self,
         rel: &Path,
-        st: &Stat,
+        st: &Meta,
         progress: Option<&Progress>,
     ) -> io::Result<()> {
         self.add(rel, st, true, Some(Data::Search))?;
@@ -327,7 +324,7 @@ impl<'a> Plan<'a> {
             .filter_map(|e| e.inode.map(|i| (e.name.clone(), i)))
             .collect();
         for (name, ino) in listed {
-            links.learn(ino, Path::new(OsStr::from_bytes(&name)));
+            links.learn(ino, &sys::path_from_bytes(&name));
             let Some(names) = links.names.get_mut(&ino) else {
                 continue;
             };
@@ -337,7 +334,7 @@ impl<'a> Plan<'a> {
                     continue;
                 }
                 match self.src.lstat(other)? {
-                    Some(st) if (st.st_dev, st.st_ino) == ino => {
+                    Some(st) if st.key() == ino => {
                         self.ancestors(other)?;
                         self.add(other, &st, false, Some(Data::Known(Vec::new())))?;
                     }
@@ -394,7 +391,7 @@ impl<'a> Plan<'a> {
             entries,
             data,
             open: Box::new(move |e: &Entry| {
-                tree.open_file(Path::new(OsStr::from_bytes(&e.name)), OFlags::RDONLY, 0)
+                tree.open_file(&sys::path_from_bytes(&e.name), Access::Read, None)
             }),
             delete: self.delete,
             protect: self.protect,

@@ -156,7 +156,7 @@ fn sparse_is_safe(p: &Push) -> bool {
                 if size == 0 {
                     return Ok(true);
                 }
-                std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, size - 1)?;
+                crate::sys::read_exact_at(&f, &mut last, size - 1)?;
                 Ok(last[0] != 0)
             })
             .unwrap_or(false)

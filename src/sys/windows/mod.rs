@@ -6,6 +6,12 @@
 
 use std::io;
 
+pub mod dir;
+pub mod sparse;
+
+pub use dir::*;
+pub use sparse::*;
+
 /// A SOURCE inode on Windows. None can exist until the Windows passthrough
 /// core does, so the type has no values: code that holds one compiles and
 /// is never reached.

@@ -9,7 +9,7 @@
 
 mod handles;
 mod inode;
-mod sys;
+pub(crate) mod sys;
 
 use std::ffi::OsStr;
 use std::fs::File;
