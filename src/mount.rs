@@ -313,7 +313,7 @@ impl Drop for Replication {
 }
 
 /// On a terminal: a one-line progress display while targets reconcile.
-pub(crate) fn show_reconcile_progress(engine: Arc<Engine>) {
+pub fn show_reconcile_progress(engine: Arc<Engine>) {
     let _ = std::thread::Builder::new()
         .name("progress".into())
         .spawn(move || {

@@ -28,8 +28,8 @@
 
 use std::path::Path;
 
-pub mod mountinfo;
 pub mod meta;
+pub mod mountinfo;
 pub use meta::{Access, Errno, Kind, Meta, S_IFMT, Time};
 
 /// Inode number as the kernel sees it (`crate::fs::ROOT_INO` is SOURCE
