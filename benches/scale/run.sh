@@ -28,6 +28,7 @@ EXTRA=${REPLICAFS_ARGS:-}
 SIZES=("$@")
 ((${#SIZES[@]})) || SIZES=(10000 100000)
 RESULTS="$SCRIPT_DIR/results/$(date -u +%Y-%m-%d_%H%M%S).md"
+mkdir -p "$SCRIPT_DIR/results"
 
 [[ $(id -u) == 0 ]] || { echo "run as root (drops page caches)" >&2; exit 2; }
 [[ -x $BIN ]] || { echo "no $BIN: cargo build --release" >&2; exit 2; }
