@@ -38,7 +38,15 @@ const RULES: &[(&str, &[&str])] = &[
     ("verify.rs", &["error", "sys", "replica"]),
     (
         "sync/",
-        &["error", "sys", "backend", "journal", "replica", "sync"],
+        &[
+            "error",
+            "sys",
+            "state_dir",
+            "backend",
+            "journal",
+            "replica",
+            "sync",
+        ],
     ),
     ("watch.rs", &["error", "sys", "sync"]),
     ("fs/", &["error", "sys", "journal", "sync", "fs"]),
