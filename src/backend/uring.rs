@@ -31,6 +31,13 @@ use super::FastIo;
 /// Registered pool size, and the largest piece one chain moves.
 const POOL: usize = 32 << 20;
 const CHUNK: u64 = 1 << 20;
+/// Copies of at most this many bytes in all go through pread/pwrite: for
+/// them one submit-and-wait round trip costs more than the copy, and the
+/// ring is one per process (behind a lock), so the parallel threads of a
+/// reconcile copying small files would queue on it (measured on 100,000
+/// files of 100 bytes: first copy 12.4 s through the ring, 8.1 s with
+/// pread/pwrite).
+const SMALL: u64 = 64 << 10;
 /// Submission queue entries (two per chain).
 const ENTRIES: u32 = 512;
 
@@ -99,6 +106,13 @@ impl FastIo for Uring {
 
     fn copy_ranges(&self, src: &File, dst: &File, ranges: &[(u64, u64)]) -> io::Result<u64> {
         let size = src.metadata()?.len();
+        let bytes: u64 = ranges
+            .iter()
+            .map(|&(s, e)| e.min(size).saturating_sub(s))
+            .sum();
+        if bytes <= SMALL {
+            return super::Portable::new().copy_ranges(src, dst, ranges);
+        }
         // Pieces of at most CHUNK bytes, cut at the source's end.
         let mut todo: VecDeque<(u64, u64)> = ranges
             .iter()
