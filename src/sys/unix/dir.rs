@@ -378,34 +378,12 @@ impl Dir {
     }
 
     /// `renameat2(name, to_dir, to_name, flags)`, `flags` being Linux's
-    /// (as the journal records them).
+    /// (as the journal records them); on macOS `renameatx_np` with them
+    /// mapped (the passthrough core's per-OS wrapper, shared).
     ///
     /// # Errors
     ///
-    /// The OS error of `renameat2`.
-    #[cfg(target_os = "linux")]
-    pub fn renameat2(
-        &self,
-        name: &OsStr,
-        to_dir: &Dir,
-        to_name: &OsStr,
-        flags: u32,
-    ) -> io::Result<()> {
-        Ok(rustix::fs::renameat_with(
-            &self.fd,
-            name,
-            &to_dir.fd,
-            to_name,
-            rustix::fs::RenameFlags::from_bits_retain(flags),
-        )?)
-    }
-
-    /// `renameatx_np` with Linux's `renameat2` flags mapped to macOS's.
-    ///
-    /// # Errors
-    ///
-    /// The OS error of `renameatx_np`; EINVAL for a flag it has not.
-    #[cfg(not(target_os = "linux"))]
+    /// The OS error of the call; EINVAL for a flag macOS has not.
     pub fn renameat2(
         &self,
         name: &OsStr,
@@ -763,27 +741,13 @@ pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
 }
 
-/// `fallocate(mode)` with Linux's mode bits (as the journal records them).
+/// `fallocate(mode)` with Linux's mode bits (as the journal records
+/// them), through the passthrough core's per-OS wrapper (EOPNOTSUPP on
+/// macOS, which has no modes).
 ///
 /// # Errors
 ///
 /// The OS error of `fallocate`.
-#[cfg(target_os = "linux")]
-pub fn fallocate(f: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
-    Ok(rustix::fs::fallocate(
-        f,
-        rustix::fs::FallocateFlags::from_bits_retain(mode as _),
-        offset,
-        len,
-    )?)
-}
-
-/// macOS has no `fallocate` modes.
-///
-/// # Errors
-///
-/// Always EOPNOTSUPP.
-#[cfg(not(target_os = "linux"))]
 pub fn fallocate(f: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
     super::passthrough::sys::fallocate(f, mode, offset, len)
 }
