@@ -272,41 +272,13 @@ impl Dir {
         )?)
     }
 
-    /// `mknodat(name, kind | mode, rdev)` of a FIFO, socket or device.
+    /// `mknodat(name, kind | mode, rdev)` of a FIFO, socket or device,
+    /// through the passthrough core's per-OS wrapper (macOS has no
+    /// `mknodat` in rustix and goes by the directory's path).
     ///
     /// # Errors
     ///
-    /// The OS error of `mknodat`; EINVAL for another kind.
-    #[cfg(target_os = "linux")]
-    pub fn mknodat(&self, name: &OsStr, kind: Kind, mode: u32, rdev: u64) -> io::Result<()> {
-        use rustix::fs::FileType;
-        let ft = match kind {
-            Kind::Fifo => FileType::Fifo,
-            Kind::Socket => FileType::Socket,
-            Kind::CharDevice => FileType::CharacterDevice,
-            Kind::BlockDevice => FileType::BlockDevice,
-            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        };
-        let rdev = match kind {
-            Kind::CharDevice | Kind::BlockDevice => rdev,
-            _ => 0,
-        };
-        Ok(rustix::fs::mknodat(
-            &self.fd,
-            name,
-            ft,
-            Mode::from_raw_mode(mode),
-            rdev,
-        )?)
-    }
-
-    /// `mknod(path, kind | mode, rdev)` at the directory's path (macOS has
-    /// no `mknodat` in rustix).
-    ///
-    /// # Errors
-    ///
-    /// The OS error of `mknod`; EINVAL for another kind.
-    #[cfg(not(target_os = "linux"))]
+    /// The OS error of the call; EINVAL for another kind.
     pub fn mknodat(&self, name: &OsStr, kind: Kind, mode: u32, rdev: u64) -> io::Result<()> {
         let ft = match kind {
             Kind::Fifo => 0o010000,
@@ -319,7 +291,7 @@ impl Dir {
             Kind::CharDevice | Kind::BlockDevice => rdev,
             _ => 0,
         };
-        super::passthrough::sys::mknod(self.fd.as_fd(), name, ft | mode, rdev)
+        super::passthrough::sys::mknod(self.fd.as_fd(), name, ft | (mode & 0o7777), rdev)
     }
 
     /// `symlinkat(target, name)`.
