@@ -214,7 +214,7 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        let r = match session.umount_and_join() {
+        let r = match ended(session.umount_and_join()) {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!("unmount {}: {e}; detaching", self.mountpoint.display());
@@ -274,7 +274,7 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         crate::mount::show_reconcile_progress(Arc::clone(replication.engine()));
     }
-    let result = session.run();
+    let result = ended(session.run());
     signal_handle.close();
     let _ = watcher.join();
     // The mount is gone; what was recorded still goes to the targets.
@@ -348,6 +348,21 @@ fn fusermount_u(path: &Path) -> io::Result<()> {
             path.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+/// How a session's end reads. When the connection goes down while one of
+/// the reader threads holds a request it just took (the kernel's teardown
+/// at unmount, which can race with a last FLUSH or RELEASE), that thread's
+/// read fails with ECONNABORTED instead of ENODEV. The mount is gone either
+/// way, and nothing that was recorded is lost, so that is an ordinary end.
+fn ended(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            tracing::debug!("the kernel ended the FUSE connection during a request: {e}");
+            Ok(())
+        }
+        r => r,
     }
 }
 
