@@ -67,12 +67,21 @@ impl Links {
     }
 }
 
+/// A relative path as rsync's wire spells it: its components joined by
+/// `/` whatever the local separator is (a path joined on Windows holds
+/// `\`, which the daemon would take as part of a name).
 pub(super) fn name_of(rel: &Path) -> Vec<u8> {
-    if rel.as_os_str().is_empty() {
-        b".".to_vec()
-    } else {
-        sys::name_bytes(rel.as_os_str())
+    let mut out = Vec::new();
+    for c in rel.components() {
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(&sys::name_bytes(c.as_os_str()));
     }
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    out
 }
 
 /// The list being built for one push.
@@ -413,7 +422,7 @@ mod tests {
             .names
             .values()
             .flatten()
-            .map(|p| p.display().to_string())
+            .map(|p| String::from_utf8_lossy(&name_of(p)).into_owned())
             .collect();
         v.sort();
         v
