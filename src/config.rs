@@ -260,7 +260,40 @@ fn existing_dir(what: &'static str, p: &Path) -> Result<PathBuf> {
     Ok(canon)
 }
 
+/// A drive letter and its colon, `X:`.
+fn is_drive(p: &Path) -> bool {
+    let s = p.as_os_str().as_encoded_bytes();
+    s.len() == 2 && s[0].is_ascii_alphabetic() && s[1] == b':'
+}
+
 fn mountpoint(p: &Path) -> Result<PathBuf> {
+    if crate::sys::MOUNTPOINT_RULE == crate::sys::MountpointRule::FreeDriveOrNewDir {
+        if is_drive(p) {
+            let root = PathBuf::from(format!("{}\\", p.display()));
+            if root.exists() {
+                return Err(Error::invalid(format!(
+                    "mountpoint {} is a drive in use: choose a free drive letter",
+                    p.display()
+                )));
+            }
+            return Ok(p.to_path_buf());
+        }
+        let abs = absolute("mountpoint", p)?;
+        if abs.exists() {
+            return Err(Error::invalid(format!(
+                "mountpoint {} exists: give a free drive letter (X:) or a directory \
+                 that does not exist yet (the mount creates it)",
+                p.display()
+            )));
+        }
+        if !abs.parent().is_some_and(Path::is_dir) {
+            return Err(Error::invalid(format!(
+                "mountpoint {}: its parent directory does not exist",
+                p.display()
+            )));
+        }
+        return Ok(abs);
+    }
     let canon = existing_dir("mountpoint", p)?;
     if crate::mountinfo::is_mountpoint(&canon).map_err(|e| Error::path("mountpoint", p, e))? {
         return Err(Error::invalid(format!(
@@ -376,28 +409,22 @@ fn password_file_ok(p: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `/var/lib/replicafs/<mountpoint>` for root, the XDG state directory
-/// otherwise, one folder per mountpoint.
+/// One folder per mountpoint under the platform's state home
+/// (`/var/lib/replicafs` for root, the XDG state directory otherwise;
+/// `%LOCALAPPDATA%\replicafs\state` on Windows).
 pub fn default_state_dir(mountpoint: &Path) -> PathBuf {
-    let base = if crate::sys::is_root() {
-        PathBuf::from("/var/lib/replicafs")
-    } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
-        PathBuf::from(x).join("replicafs")
-    } else if let Some(h) = std::env::var_os("HOME") {
-        PathBuf::from(h).join(".local/state/replicafs")
-    } else {
-        std::env::temp_dir().join("replicafs")
-    };
-    base.join(escape_path(mountpoint))
+    crate::sys::state_home().join(escape_path(mountpoint))
 }
 
-/// A path as one file name, reversibly: `/mnt/a-b` → `mnt-a%2Db`.
+/// A path as one file name, reversibly: `/mnt/a-b` → `mnt-a%2Db`,
+/// `X:` → `X%3A`.
 fn escape_path(p: &Path) -> String {
     let s = p.to_string_lossy();
     let mut out = String::new();
-    for c in s.trim_start_matches('/').chars() {
+    for c in s.trim_start_matches(['/', '\\']).chars() {
         match c {
-            '/' => out.push('-'),
+            '/' | '\\' => out.push('-'),
+            ':' => out.push_str("%3A"),
             '-' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
             c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32)),
             c => out.push(c),

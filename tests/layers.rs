@@ -28,6 +28,8 @@ const RULES: &[(&str, &[&str])] = &[
         "sys/unix/session.rs",
         &["error", "sys", "fs", "config", "mount"],
     ),
+    ("sys/windows/passthrough/", &["error", "sys", "fs"]),
+    ("sys/windows/winfsp.rs", &["error", "sys", "fs"]),
     ("sys/windows/session.rs", &["error", "sys", "fs", "mount"]),
     ("state_dir.rs", &["error", "sys"]),
     ("journal/", &["error", "sys", "state_dir"]),

@@ -117,9 +117,11 @@ pub struct Recording<V: Vfs> {
     consistency: Consistency,
 }
 
+/// An I/O error for the caller (EIO through FUSE), the detail logged: a
+/// kind, not a raw code, so that it means the same on every OS.
 fn eio(msg: String) -> io::Error {
     tracing::error!("{msg}");
-    io::Error::from_raw_os_error(libc::EIO)
+    io::Error::other(msg)
 }
 
 impl<V: Vfs> Recording<V> {

@@ -120,3 +120,12 @@ pub enum Errno {
     /// ENODATA (ENOATTR): no such extended attribute.
     NoData,
 }
+
+/// What a mount point must be before mounting: FUSE mounts over an
+/// existing empty directory; WinFsp takes a free drive letter (`X:`) or
+/// makes the directory itself, which must not exist yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountpointRule {
+    ExistingEmptyDir,
+    FreeDriveOrNewDir,
+}

@@ -30,7 +30,7 @@ use std::path::Path;
 
 pub mod meta;
 pub mod mountinfo;
-pub use meta::{Access, Errno, Kind, Meta, S_IFMT, Time};
+pub use meta::{Access, Errno, Kind, Meta, MountpointRule, S_IFMT, Time};
 
 /// Inode number as the kernel sees it (`crate::fs::ROOT_INO` is SOURCE
 /// itself).

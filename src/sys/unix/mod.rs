@@ -20,6 +20,25 @@ mod state_dir;
 pub use state_dir::StateDir;
 pub(crate) mod mounts;
 
+/// FUSE mounts over an existing empty directory.
+pub const MOUNTPOINT_RULE: crate::sys::MountpointRule =
+    crate::sys::MountpointRule::ExistingEmptyDir;
+
+/// Where state dirs live by default: `/var/lib/replicafs` for root, the
+/// XDG state directory otherwise.
+pub fn state_home() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if is_root() {
+        PathBuf::from("/var/lib/replicafs")
+    } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        PathBuf::from(x).join("replicafs")
+    } else if let Some(h) = std::env::var_os("HOME") {
+        PathBuf::from(h).join(".local/state/replicafs")
+    } else {
+        std::env::temp_dir().join("replicafs")
+    }
+}
+
 /// Whether the process runs as root (effective uid 0).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -156,6 +156,35 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, p)
 }
 
+/// What changed since the last [`Dir::syncfs`]: files written and
+/// directories whose entries or attributes changed. Windows lets only an
+/// administrator flush a whole volume, so `syncfs` flushes these one by
+/// one instead (`FlushFileBuffers`), as fsync would.
+static DIRTY: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn dirty(path: PathBuf) {
+    let mut d = DIRTY.lock().unwrap_or_else(|p| p.into_inner());
+    if d.last() != Some(&path) {
+        d.push(path);
+    }
+}
+
+/// Flushes `path` (a file's data and metadata, or a directory's entries);
+/// gone since is fine.
+fn flush(path: &Path) -> io::Result<()> {
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path);
+    match opened {
+        Ok(f) => f.sync_all(),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => Ok(()),
+        // A read-only file: its data was flushed when last written.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn with_path(what: &str, path: &Path, e: io::Error) -> io::Error {
     crate::error::context(format_args!("{what} {}", path.display()), e)
 }
@@ -243,7 +272,14 @@ impl Dir {
         };
         o.create(create.is_some())
             .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
-        o.open(path)
+        let f = o.open(&path)?;
+        if access != Access::Read {
+            dirty(path);
+            if create.is_some() {
+                dirty(self.path.clone());
+            }
+        }
+        Ok(f)
     }
 
     /// The directory's attributes.
@@ -288,6 +324,7 @@ impl Dir {
     pub fn mkdirat(&self, name: &OsStr, mode: u32) -> io::Result<()> {
         let path = self.path.join(name);
         std::fs::create_dir(&path)?;
+        dirty(self.path.clone());
         if mode & 0o222 == 0 {
             set_mode(&path, mode)?;
         }
@@ -310,7 +347,9 @@ impl Dir {
     ///
     /// The OS error of `CreateSymbolicLinkW`.
     pub fn symlinkat(&self, target: &[u8], name: &OsStr) -> io::Result<()> {
-        std::os::windows::fs::symlink_file(path_from_bytes(target), self.path.join(name))
+        std::os::windows::fs::symlink_file(path_from_bytes(target), self.path.join(name))?;
+        dirty(self.path.clone());
+        Ok(())
     }
 
     /// A symlink's target.
@@ -329,7 +368,9 @@ impl Dir {
     ///
     /// The OS error of `CreateHardLinkW`.
     pub fn linkat(&self, name: &OsStr, to_dir: &Dir, to_name: &OsStr) -> io::Result<()> {
-        std::fs::hard_link(self.path.join(name), to_dir.path.join(to_name))
+        std::fs::hard_link(self.path.join(name), to_dir.path.join(to_name))?;
+        dirty(to_dir.path.clone());
+        Ok(())
     }
 
     /// `DeleteFileW` of what is not a directory.
@@ -342,7 +383,9 @@ impl Dir {
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Err(io::Error::from(io::ErrorKind::IsADirectory));
         }
-        std::fs::remove_file(path)
+        std::fs::remove_file(path)?;
+        dirty(self.path.clone());
+        Ok(())
     }
 
     /// `RemoveDirectoryW`.
@@ -351,7 +394,9 @@ impl Dir {
     ///
     /// The OS error of `RemoveDirectoryW`.
     pub fn rmdirat(&self, name: &OsStr) -> io::Result<()> {
-        std::fs::remove_dir(self.path.join(name))
+        std::fs::remove_dir(self.path.join(name))?;
+        dirty(self.path.clone());
+        Ok(())
     }
 
     /// `MoveFileExW(REPLACE_EXISTING)`; of Linux's `renameat2` flags only
@@ -370,7 +415,10 @@ impl Dir {
         if flags != 0 {
             return Err(unsupported(&format!("rename with flags {flags:#x}")));
         }
-        std::fs::rename(self.path.join(name), to_dir.path.join(to_name))
+        std::fs::rename(self.path.join(name), to_dir.path.join(to_name))?;
+        dirty(self.path.clone());
+        dirty(to_dir.path.clone());
+        Ok(())
     }
 
     /// The directory's access and modification times become `m`'s.
@@ -420,14 +468,33 @@ impl Dir {
         Err(unsupported("lremovexattr"))
     }
 
-    /// Flushing a whole volume needs `FlushFileBuffers` on the volume
-    /// handle (administrator only): not yet.
+    /// Makes what was changed below this directory durable: each file
+    /// written and each directory changed since the last call is flushed
+    /// (Windows flushes a whole volume for administrators only).
     ///
     /// # Errors
     ///
-    /// Always Unsupported.
+    /// The first flush that fails; what was not flushed stays to flush
+    /// next time.
     pub fn syncfs(&self) -> io::Result<()> {
-        Err(unsupported(&format!("syncfs of {}", self.path.display())))
+        let todo: Vec<PathBuf> = {
+            let mut d = DIRTY.lock().unwrap_or_else(|p| p.into_inner());
+            let (mine, others) = d.drain(..).partition(|p| p.starts_with(&self.path));
+            *d = others;
+            mine
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in todo.iter().enumerate() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if let Err(e) = flush(p) {
+                let mut d = DIRTY.lock().unwrap_or_else(|p| p.into_inner());
+                d.extend(todo[i..].iter().cloned());
+                return Err(with_path("flush", p, e));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -619,30 +686,34 @@ pub fn set_tcp_quickack(_s: &TcpStream) -> io::Result<()> {
     Err(unsupported("TCP_QUICKACK"))
 }
 
-/// Opens a SOURCE inode for reading. None exist on Windows yet.
+/// Opens a SOURCE inode for reading.
 ///
 /// # Errors
 ///
-/// None: there is no [`Identity`] to call it with.
+/// The OS error of `ReOpenFile`.
 pub fn identity_open(id: &Identity) -> io::Result<File> {
-    match *id {}
+    id.reopen(windows_sys::Win32::Storage::FileSystem::FILE_GENERIC_READ)
 }
 
-/// The attributes of a SOURCE inode. None exist on Windows yet.
+/// The attributes of a SOURCE inode.
 ///
 /// # Errors
 ///
-/// None: there is no [`Identity`] to call it with.
+/// The OS error of the queries.
 pub fn identity_fstat(id: &Identity) -> io::Result<Meta> {
-    match *id {}
+    Ok(super::passthrough::meta_of(&id.info()?))
 }
 
-/// A SOURCE inode's attributes, `None` once it has no name left. None
-/// exist on Windows yet.
+/// A SOURCE inode's attributes, `None` once it has no name left (deleted,
+/// or delete-pending until its last handle closes).
 ///
 /// # Errors
 ///
-/// None: there is no [`Identity`] to call it with.
+/// The OS error of the queries.
 pub fn identity_stat(id: &Identity) -> io::Result<Option<Meta>> {
-    match *id {}
+    let info = id.info()?;
+    if info.delete_pending || info.nlink == 0 {
+        return Ok(None);
+    }
+    Ok(Some(super::passthrough::meta_of(&info)))
 }

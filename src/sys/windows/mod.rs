@@ -1,22 +1,22 @@
-//! Windows: the WinFsp side of the product. The mount (a passthrough core
-//! over SOURCE and the WinFsp adapter) is still to come; until then what
-//! needs it fails with [`not_yet`]'s error, and everything else (the
-//! journal, the engine, the replicas' logic, the IOCP backend) builds and
+//! Windows: the WinFsp side of the product. The passthrough core over
+//! SOURCE (`passthrough/`) is the twin of the Unix one; what still needs
+//! the WinFsp session fails with [`not_yet`]'s error, and everything else
+//! (the journal, the engine, the replicas, the IOCP backend) builds and
 //! runs as on Unix.
 
 use std::io;
 
 pub mod dir;
+pub mod passthrough;
 pub mod sparse;
+pub mod winfsp;
 
 pub use dir::*;
 pub use sparse::*;
 
-/// A SOURCE inode on Windows. None can exist until the Windows passthrough
-/// core does, so the type has no values: code that holds one compiles and
-/// is never reached.
-#[derive(Clone, Debug)]
-pub enum Identity {}
+/// A SOURCE inode itself, independent of its name: the passthrough core's
+/// inode table entry (a handle on the file).
+pub type Identity = std::sync::Arc<passthrough::Node>;
 
 /// The error for what needs the Windows mount, naming what was asked.
 pub fn not_yet(what: &str) -> io::Error {
@@ -30,6 +30,20 @@ mod state_dir;
 
 pub use state_dir::StateDir;
 pub(crate) mod mounts;
+
+/// WinFsp mounts on a free drive letter or a directory it creates.
+pub const MOUNTPOINT_RULE: crate::sys::MountpointRule =
+    crate::sys::MountpointRule::FreeDriveOrNewDir;
+
+/// Where state dirs live by default: `%LOCALAPPDATA%\\replicafs\\state`
+/// (the temp dir's `replicafs\\state` without it).
+pub fn state_home() -> std::path::PathBuf {
+    std::env::var_os("LOCALAPPDATA")
+        .filter(|x| !x.is_empty())
+        .map_or_else(std::env::temp_dir, std::path::PathBuf::from)
+        .join("replicafs")
+        .join("state")
+}
 
 /// Whether the process runs elevated. Not asked yet: nothing on Windows
 /// takes a root-only path so far.
@@ -56,11 +70,11 @@ pub fn others_can_read(_meta: &std::fs::Metadata) -> bool {
 mod control;
 pub use control::{ControlListener, ControlStream, peer_allowed, runtime_dir, symlink};
 mod session;
-pub use session::{Mounted, detach, run_foreground, spawn, umount};
+pub use session::{Mounted, detach, load_winfsp, run_foreground, spawn, stack, umount};
 
-/// Whether this process can mount; not yet on Windows.
+/// Whether this process can mount: WinFsp is installed.
 pub fn mount_available() -> Result<(), String> {
-    Err(not_yet("mount").to_string())
+    load_winfsp().map_err(|e| e.to_string())
 }
 
 /// Directories are traversable by default on Windows (ACLs inherited).

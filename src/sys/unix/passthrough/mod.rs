@@ -71,6 +71,19 @@ fn eio(msg: &str) -> io::Error {
 }
 
 impl Passthrough {
+    /// Opens SOURCE with the options of a mount without kernel write
+    /// caching (the same call on every OS, for code and tests that drive a
+    /// core without a kernel session).
+    pub fn with_defaults(source: &Path) -> io::Result<Self> {
+        Self::new(
+            source,
+            Options {
+                writeback_cache: false,
+                inode_fds: 1024,
+            },
+        )
+    }
+
     /// Opens SOURCE. Fails with an error naming SOURCE if it cannot be
     /// opened as a directory.
     pub fn new(source: &Path, options: Options) -> io::Result<Self> {
