@@ -92,16 +92,22 @@ impl Display for Contextual {
 
 impl std::error::Error for Contextual {}
 
+/// The OS error code `err` carries, itself or inside [`context`].
+pub fn os_code(err: &io::Error) -> Option<i32> {
+    err.raw_os_error().or_else(|| {
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<Contextual>())
+            .map(|c| c.code)
+    })
+}
+
 /// The errno to hand back to the kernel for a failed operation. The single
 /// place where `io::Error` becomes an errno: the raw OS error when there is
 /// one (also through [`context`]), otherwise the closest errno for the kind,
 /// and EIO as the last resort.
 pub fn errno_of(err: &io::Error) -> i32 {
-    if let Some(code) = err.raw_os_error() {
+    if let Some(code) = os_code(err) {
         return code;
-    }
-    if let Some(ctx) = err.get_ref().and_then(|e| e.downcast_ref::<Contextual>()) {
-        return ctx.code;
     }
     use io::ErrorKind as K;
     match err.kind() {

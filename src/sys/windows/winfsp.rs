@@ -92,10 +92,7 @@ pub fn status(e: &io::Error) -> FspError {
 }
 
 fn ntstatus_of(e: &io::Error) -> i32 {
-    let code = e
-        .raw_os_error()
-        .or_else(|| Some(crate::error::errno_of(e)).filter(|_| e.get_ref().is_some()));
-    if let Some(s) = code.and_then(win32_status) {
+    if let Some(s) = crate::error::os_code(e).and_then(win32_status) {
         return s;
     }
     use io::ErrorKind as K;
@@ -786,3 +783,6 @@ impl<V: Vfs> FileSystemContext for WinFspAdapter<V> {
 pub fn wide_path(s: &str) -> winfsp::U16CString {
     winfsp::U16CString::from_vec_truncate(OsStr::new(s).encode_wide().collect::<Vec<u16>>())
 }
+
+#[cfg(test)]
+mod tests;
