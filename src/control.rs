@@ -3,8 +3,10 @@
 //! through a link named after the mountpoint in the runtime directory
 //! (`/run/replicafs` for root, `$XDG_RUNTIME_DIR/replicafs` otherwise).
 //!
-//! Protocol: one request line (`sync MILLIS`, `status`), one reply line:
-//! `ok`, `ok JSON` or `err MESSAGE`.
+//! Protocol: one request line (`sync MILLIS`, `status`, `unmount`), one
+//! reply line: `ok`, `ok JSON` or `err MESSAGE`. `unmount` asks the
+//! serving process to end its mount: how Windows unmounts (a WinFsp volume
+//! ends with its process); on Unix the kernel's umount does it instead.
 //!
 //! The transport is the platform's (`crate::sys`: a unix socket on Unix).
 //!
@@ -37,13 +39,17 @@ const SOCKET: &str = "control.sock";
 pub trait Handler: Send + Sync + 'static {
     fn sync(&self, timeout: Duration) -> Result<(), String>;
     fn status_json(&self) -> String;
+    /// Ends the mount (the process unmounts, drains and exits).
+    fn unmount(&self) -> Result<(), String> {
+        Err("this mount is unmounted with umount, not through its process".into())
+    }
 }
 
 /// The link for a mountpoint: short, whatever the path's length (socket
 /// paths are limited to about 100 bytes).
 fn link_for(mountpoint: &Path) -> PathBuf {
     let mut h: u64 = 0xcbf29ce484222325;
-    for &b in mountpoint.as_os_str().as_encoded_bytes() {
+    for b in crate::sys::mount_key(mountpoint) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
@@ -187,6 +193,10 @@ fn answer(conn: ControlStream, h: &dyn Handler) -> io::Result<()> {
             Err(_) => "err bad timeout".into(),
         },
         (Some("status"), None) => format!("ok {}", h.status_json()),
+        (Some("unmount"), None) => match h.unmount() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("err {e}"),
+        },
         _ => format!("err unknown request {:?}", line.trim()),
     };
     (&conn).write_all(format!("{}\n", reply.replace('\n', " ")).as_bytes())

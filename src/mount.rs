@@ -53,6 +53,8 @@ pub struct MountSpec {
 /// socket.
 pub struct Replication {
     engine: Arc<Engine>,
+    /// An `unmount` came through the control channel.
+    unmount: Arc<std::sync::atomic::AtomicBool>,
     handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
     _control: Option<crate::control::Server>,
     /// Held for the life of the process: one process per state dir.
@@ -119,6 +121,9 @@ fn drop_invalid_records(records: &mut Vec<crate::journal::record::Record>) -> u6
 
 struct ControlHandler {
     engine: Arc<Engine>,
+    /// Set by an `unmount` request; the session polls it where the OS has
+    /// no unmount of its own that reaches this process (Windows).
+    unmount: Arc<std::sync::atomic::AtomicBool>,
     mountpoint: String,
     source: String,
     consistency: Consistency,
@@ -148,6 +153,13 @@ impl crate::control::Handler for ControlHandler {
 
     fn status_json(&self) -> String {
         serde_json::to_string(&self.status()).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    fn unmount(&self) -> Result<(), String> {
+        tracing::info!("unmount requested through the control channel");
+        self.unmount
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }
 
@@ -234,11 +246,13 @@ impl Replication {
         let engine = Engine::new(&spec.source, journal, targets, io, spec.on_target_down);
         engine.count_invalid_records(invalid);
         let handles = engine.start(startup)?;
+        let unmount = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let control = crate::control::serve(
             &spec.mountpoint,
             &state,
             Arc::new(ControlHandler {
                 engine: Arc::clone(&engine),
+                unmount: Arc::clone(&unmount),
                 mountpoint: spec.mountpoint.display().to_string(),
                 source: spec.source.display().to_string(),
                 consistency: spec.consistency,
@@ -281,6 +295,7 @@ impl Replication {
         }
         Ok(Replication {
             engine,
+            unmount,
             handles: Mutex::new(handles),
             _control: control,
             _lock: lock,
@@ -290,6 +305,11 @@ impl Replication {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Whether `replicafs unmount` asked this process to end its mount.
+    pub fn unmount_requested(&self) -> bool {
+        self.unmount.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until every target has everything recorded so far.
@@ -388,7 +408,9 @@ pub fn wait_live(
 }
 
 /// Unmounts our mount at `mountpoint`: umount(2) as root, fusermount3
-/// otherwise. Refuses anything that is not a replicafs mount.
+/// otherwise; where the OS has no unmount for it (Windows), the serving
+/// process is asked through its control channel. Refuses anything that is
+/// not a replicafs mount.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     let canon = mountpoint
         .canonicalize()
@@ -412,5 +434,12 @@ pub fn unmount(mountpoint: &Path) -> io::Result<()> {
         }
         Some(_) => {}
     }
-    crate::sys::umount(&canon)
+    match crate::sys::umount(&canon) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            crate::control::request(&canon, "unmount", Some(Duration::from_secs(10)))?
+                .map(|_| ())
+                .map_err(io::Error::other)
+        }
+        r => r,
+    }
 }

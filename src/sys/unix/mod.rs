@@ -20,6 +20,12 @@ mod state_dir;
 pub use state_dir::StateDir;
 pub(crate) mod mounts;
 
+/// The bytes a mount point is known by to the control channel: the path
+/// as the mount and its clients both spell it (canonical).
+pub fn mount_key(mountpoint: &std::path::Path) -> Vec<u8> {
+    mountpoint.as_os_str().as_encoded_bytes().to_vec()
+}
+
 /// FUSE mounts over an existing empty directory.
 pub const MOUNTPOINT_RULE: crate::sys::MountpointRule =
     crate::sys::MountpointRule::ExistingEmptyDir;

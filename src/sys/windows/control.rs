@@ -1049,6 +1049,9 @@ mod tests {
             fn status_json(&self) -> String {
                 r#"{"state":"up"}"#.into()
             }
+            fn unmount(&self) -> Result<(), String> {
+                Ok(())
+            }
         }
         let d = tempfile::tempdir().unwrap();
         let state = crate::state_dir::StateDir::open(&d.path().join("state")).unwrap();
@@ -1058,6 +1061,7 @@ mod tests {
         assert_eq!(ask("status").unwrap(), Ok(r#"{"state":"up"}"#.into()));
         assert_eq!(ask("sync 7").unwrap(), Ok(String::new()));
         assert_eq!(ask("sync 8").unwrap(), Err("not synced".into()));
+        assert_eq!(ask("unmount").unwrap(), Ok(String::new()));
         assert!(
             ask("bogus")
                 .unwrap()

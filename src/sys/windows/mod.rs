@@ -31,6 +31,15 @@ mod state_dir;
 pub use state_dir::StateDir;
 pub(crate) mod mounts;
 
+/// The bytes a mount point is known by to the control channel: `X:`,
+/// `x:\` and `\\?\X:\` (what canonicalising gives) are one mount
+/// point, as are paths that differ only in case.
+pub fn mount_key(mountpoint: &std::path::Path) -> Vec<u8> {
+    let s = mountpoint.to_string_lossy();
+    let s = s.strip_prefix(r"\\?\").unwrap_or(&s);
+    s.trim_end_matches(['\\', '/']).to_uppercase().into_bytes()
+}
+
 /// WinFsp mounts on a free drive letter or a directory it creates.
 pub const MOUNTPOINT_RULE: crate::sys::MountpointRule =
     crate::sys::MountpointRule::FreeDriveOrNewDir;

@@ -237,7 +237,8 @@ pub fn spawn(spec: &MountSpec) -> io::Result<Mounted> {
     })
 }
 
-/// Serves the mount until Ctrl+C, Ctrl+Break or the console closing.
+/// Serves the mount until Ctrl+C or Ctrl+Break, or `replicafs unmount`
+/// (through the control channel).
 ///
 /// # Errors
 ///
@@ -248,19 +249,22 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let mounted = spawn(spec)?;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && !mounted.replication().unmount_requested()
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("unmounting {}", spec.mountpoint.display());
     mounted.unmount()
 }
 
-/// Unmounting another process's mount goes through that process: stop it
-/// (Ctrl+C in its console, or ending the service).
+/// There is no OS call that ends another process's WinFsp volume: the
+/// caller (`mount::unmount`) asks the serving process instead, through
+/// its control channel.
 ///
 /// # Errors
 ///
-/// Always, naming how to unmount instead.
+/// Always Unsupported.
 pub fn umount(path: &Path) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
