@@ -127,8 +127,8 @@ impl Refusals {
         }
         tracing::warn!(
             refused = self.since,
-            "control socket: refused a connection: {why} (only uid {} and root are answered)",
-            crate::sys::euid()
+            "control socket: refused a connection: {why} (only {} are answered)",
+            crate::sys::answered_peers()
         );
         self.last_warned = Some(Instant::now());
         self.since = 0;

@@ -50,6 +50,11 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Who the control channel answers, for messages.
+pub fn answered_peers() -> String {
+    format!("uid {} and root", euid())
+}
+
 /// The effective uid, for messages and per-user paths.
 pub fn euid() -> u32 {
     rustix::process::geteuid().as_raw()

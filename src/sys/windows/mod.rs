@@ -1,10 +1,8 @@
 //! Windows: the WinFsp side of the product. The passthrough core over
-//! SOURCE (`passthrough/`) is the twin of the Unix one; what still needs
-//! the WinFsp session fails with [`not_yet`]'s error, and everything else
-//! (the journal, the engine, the replicas, the IOCP backend) builds and
-//! runs as on Unix.
-
-use std::io;
+//! SOURCE (`passthrough/`), the WinFsp adapter (`winfsp.rs`) and session
+//! (`session.rs`), the named-pipe control channel (`control.rs`), and the
+//! helpers the neutral layers share; each offers the names `sys/unix/`
+//! does.
 
 pub mod dir;
 pub mod passthrough;
@@ -17,14 +15,6 @@ pub use sparse::*;
 /// A SOURCE inode itself, independent of its name: the passthrough core's
 /// inode table entry (a handle on the file).
 pub type Identity = std::sync::Arc<passthrough::Node>;
-
-/// The error for what needs the Windows mount, naming what was asked.
-pub fn not_yet(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        format!("{what}: the Windows mount (WinFsp) is not built yet"),
-    )
-}
 
 mod state_dir;
 
@@ -58,6 +48,11 @@ pub fn state_home() -> std::path::PathBuf {
 /// takes a root-only path so far.
 pub fn is_root() -> bool {
     false
+}
+
+/// Who the control channel answers, for messages.
+pub fn answered_peers() -> String {
+    "this user, SYSTEM and elevated administrators".into()
 }
 
 /// There are no uids on Windows; 0 stands in for messages.
