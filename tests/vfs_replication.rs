@@ -161,6 +161,9 @@ fn a_workload_through_the_vfs_reaches_the_target() {
         settle(&s);
         v.unlink(&CTX, e.ino(), os("x")).unwrap();
         v.forget(e.ino(), 1);
+        // The same for the directory: the engine holds it (the unlinked
+        // name's parent) until the unlink is applied.
+        settle(&s);
         v.rmdir(&CTX, ROOT_INO, os("e")).unwrap();
         let when = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
         v.setattr(
