@@ -31,7 +31,7 @@
 use std::ffi::{OsStr, OsString, c_void};
 use std::io;
 use std::os::windows::ffi::{OsStrExt, OsStringExt};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use winfsp::U16CStr;
@@ -170,12 +170,11 @@ impl FileCtx {
     }
 }
 
-/// The adapter over a `Vfs`.
+/// The adapter over a `Vfs`. Requests run concurrently: each walk holds a
+/// lookup of the directory it is in until it has the child, so no other
+/// request's forget can drop that directory meanwhile.
 pub struct WinFspAdapter<V: Vfs> {
     vfs: Arc<V>,
-    /// Serialises the lookups of a path with the forgets that end them, so
-    /// that counts stay exact (the `Vfs` itself is thread-safe).
-    paths: Mutex<()>,
 }
 
 /// Splits WinFsp's `\a\b\c` into its components.
@@ -287,10 +286,7 @@ fn put_descriptor(buf: Option<&mut [c_void]>) -> winfsp::Result<u64> {
 
 impl<V: Vfs> WinFspAdapter<V> {
     pub fn new(vfs: Arc<V>) -> Self {
-        WinFspAdapter {
-            vfs,
-            paths: Mutex::new(()),
-        }
+        WinFspAdapter { vfs }
     }
 
     pub fn vfs(&self) -> &Arc<V> {
@@ -300,7 +296,6 @@ impl<V: Vfs> WinFspAdapter<V> {
     /// Looks `names` up from the root, holding one lookup of the last
     /// inode (none for the root), giving back the others'.
     fn walk(&self, names: &[OsString]) -> io::Result<Ino> {
-        let _g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         let mut at = ROOT_INO;
         for (i, name) in names.iter().enumerate() {
             let found = self.vfs.lookup(&CTX, at, name);
@@ -457,7 +452,6 @@ impl<V: Vfs> WinFspAdapter<V> {
                 }
                 continue;
             }
-            let _g = self.paths.lock().unwrap_or_else(|p| p.into_inner());
             match self.vfs.lookup(&CTX, ctx.ino, &name) {
                 Ok(e) => {
                     self.vfs.forget(e.ino(), 1);
