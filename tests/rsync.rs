@@ -179,7 +179,7 @@ fn a_wrong_password_or_module_is_reported_and_nothing_is_lost() {
     // The daemon comes back: the queued changes go through.
     d.restart();
     common::assert_replicated(&fx, "after the daemon came back");
-    assert_eq!(fx.engine().target_status()[0].state, "in_sync");
+    assert_eq!(common::settled_state(&fx), "in_sync");
 }
 
 #[test]

@@ -238,6 +238,21 @@ impl Dirs {
     }
 }
 
+/// The first target's state, once it settles (within 30 s): the watch sees
+/// our own writes on SOURCE too and queues a compare for each (no-ops, the
+/// target has them already), which the barrier does not wait for, so a
+/// target can read catching_up for a moment after one.
+pub fn settled_state(fx: &Fixture) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let state = fx.engine().target_status()[0].state.to_string();
+        if state == "in_sync" || start.elapsed() > std::time::Duration::from_secs(30) {
+            return state;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Barrier, then both comparisons.
 pub fn assert_replicated(fx: &Fixture, what: &str) {
     fx.sync()
