@@ -24,8 +24,8 @@ if grep -q " $(realpath demo/mnt) " /proc/self/mountinfo 2>/dev/null; then
     "$bin" unmount demo/mnt
 fi
 
-echo "==> $bin mount demo/source demo/mnt --target demo/replica --daemon"
-"$bin" mount demo/source demo/mnt --target demo/replica --state-dir demo/.state --daemon
+echo "==> $bin mount demo/source demo/mnt --target demo/replica --create-target --daemon"
+"$bin" mount demo/source demo/mnt --target demo/replica --create-target --state-dir demo/.state --daemon
 
 echo "==> ls -l demo/mnt"
 ls -l demo/mnt

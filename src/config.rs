@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::backend::IoChoice;
 use crate::cli::MountArgs;
 use crate::error::{Error, Result};
-use crate::replica::rsync::RsyncUrl;
+use crate::replica::rsync::{RsyncUrl, remote_target};
 use crate::sync::policy::Consistency;
 use crate::sync::policy::TargetDown;
 
@@ -30,12 +30,15 @@ pub struct MountConfig {
     pub state_dir: PathBuf,
     pub password_file: Option<PathBuf>,
     pub daemon: bool,
+    /// Directory targets that do not exist may be created (`--create-target`).
+    pub create_target: bool,
     pub fuse: FuseMountOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A local directory (absolute; it may not exist yet).
+    /// A local directory (absolute; it may not exist yet, with
+    /// `--create-target`).
     Dir(PathBuf),
     Rsync(RsyncUrl),
 }
@@ -225,6 +228,18 @@ impl MountConfig {
                 state_dir.display()
             )));
         }
+        // Last, so that any other mistake is named first: a missing
+        // directory target is made only when asked, never by surprise.
+        if !args.create_target {
+            for (raw, t) in args.targets.iter().zip(&targets) {
+                if matches!(t, Target::Dir(p) if !p.exists()) {
+                    return Err(Error::invalid(format!(
+                        "target {} does not exist (create it, or give --create-target)",
+                        Path::new(raw).display()
+                    )));
+                }
+            }
+        }
         Ok(MountConfig {
             source,
             mountpoint,
@@ -238,6 +253,7 @@ impl MountConfig {
             state_dir,
             password_file: args.password_file.clone(),
             daemon: args.daemon,
+            create_target: args.create_target,
             fuse,
         })
     }
@@ -313,8 +329,8 @@ fn mountpoint(p: &Path) -> Result<PathBuf> {
 }
 
 fn target(raw: &OsString, source: &Path, mountpoint: &Path) -> Result<Target> {
-    if let Some(s) = raw.to_str().filter(|s| s.contains("://")) {
-        return RsyncUrl::parse(s).map(Target::Rsync);
+    if let Some(remote) = raw.to_str().and_then(remote_target) {
+        return remote.map(Target::Rsync);
     }
     let p = absolute("target", Path::new(raw))?;
     let shown = Path::new(raw).display();

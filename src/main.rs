@@ -38,10 +38,29 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("replicafs: {e:#}");
+            eprintln!("replicafs: {}", error_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: a library error
+/// that already shows its cause (`password file /x: No such file or
+/// directory`) keeps it as its `source()` too, and printing the chain as it
+/// is would say it twice.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Clap's error as one line: its first line without the "error: " prefix.
@@ -82,6 +101,19 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Completions { shell } => {
+            replicafs::cli::write_completions(shell, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            if !dir.is_dir() {
+                bail!("man page directory {} is not a directory", dir.display());
+            }
+            for page in replicafs::cli::write_man_pages(&dir).context("write the man pages")? {
+                println!("{}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mount(args) => mount(&args),
         Command::Unmount {
             mountpoint,
@@ -161,8 +193,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !source.is_dir() {
                 bail!("source {} is not a directory", source.display());
             }
-            check_verify_target(&target)?;
-            if target.to_str().is_some_and(|s| s.contains("://")) {
+            if check_verify_target(&target)? {
                 bail!("verify against rsync:// targets is not available in this version yet");
             }
             let diffs = compare_trees(&source, Path::new(&target)).with_context(|| {
@@ -266,19 +297,24 @@ fn require_our_mount(mountpoint: &Path) -> Result<std::path::PathBuf> {
     }
 }
 
-fn check_verify_target(target: &std::ffi::OsStr) -> Result<()> {
-    match target.to_str().filter(|s| s.contains("://")) {
+/// Checks the TARGET of `verify`: true when it is an rsync daemon.
+fn check_verify_target(target: &std::ffi::OsStr) -> Result<bool> {
+    match target
+        .to_str()
+        .and_then(replicafs::replica::rsync::remote_target)
+    {
         Some(url) => {
-            replicafs::replica::rsync::RsyncUrl::parse(url)?;
+            url?;
+            Ok(true)
         }
         None => {
             let p = Path::new(target);
             if !p.is_dir() {
                 bail!("target {} is not a directory", p.display());
             }
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 fn mount(args: &MountArgs) -> Result<ExitCode> {
@@ -286,9 +322,15 @@ fn mount(args: &MountArgs) -> Result<ExitCode> {
     // Checked here too, not only by the mount: the log of `--daemon` goes
     // into it, and the refusal should reach the terminal.
     let state = replicafs::state_dir::StateDir::open(&cfg.state_dir)?;
+    // The configuration let a missing directory target through only with
+    // --create-target.
     for t in &cfg.targets {
         if let Target::Dir(d) = t {
-            std::fs::create_dir_all(d).with_context(|| format!("create target {}", d.display()))?;
+            if !d.exists() {
+                std::fs::create_dir_all(d)
+                    .with_context(|| format!("create target {}", d.display()))?;
+                tracing::info!("created target {}", d.display());
+            }
         }
     }
     let detached = std::env::var_os(DETACHED_ENV).is_some();

@@ -276,7 +276,7 @@ fn daemon_mount_is_live_on_return_and_unmount_takes_it_down() {
     let d = Dirs::new();
     std::fs::write(d.root.join("src/hello"), b"hello\n").unwrap();
     let out = ok(bin()
-        .args(d.mount_args("replica", &["--daemon"]))
+        .args(d.mount_args("replica", &["--daemon", "--create-target"]))
         .output()
         .unwrap());
     // Live on return: no polling here.
@@ -289,7 +289,7 @@ fn daemon_mount_is_live_on_return_and_unmount_takes_it_down() {
     );
     assert!(
         d.root.join("replica").is_dir(),
-        "the directory target is created"
+        "the directory target is created with --create-target"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("mounted at"));
     let entry = replicafs::mountinfo::find(&d.root.join("mnt"))
@@ -327,7 +327,7 @@ fn foreground_mount_unmounts_cleanly_on_sigterm_and_sigint() {
     ] {
         let d = Dirs::new();
         let mut child = bin()
-            .args(d.mount_args("replica", &[]))
+            .args(d.mount_args("replica", &["--create-target"]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -371,4 +371,108 @@ fn help_and_version_exit_0() {
         assert!(out.status.success(), "{args:?}");
         assert!(!out.stdout.is_empty());
     }
+}
+
+/// Everything under `root`, relative, sorted: to see that a refused
+/// command created nothing.
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Inputs that used to be taken silently, or refused in words that did not
+/// say what was wrong: each is refused with exit 2 and one line naming the
+/// mistake, and creates nothing (no target, no state dir, no directory
+/// named after a mistyped URL in the working directory).
+#[test]
+fn bad_inputs_are_named_and_create_nothing() {
+    let d = Dirs::new();
+    let (src, mnt) = (d.s("src"), d.s("mnt"));
+    let state = d.s("new-state");
+    let missing = d.s("new-replica");
+    let pw = d.s("no-such-password-file");
+    let mount = |target: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "mount",
+            &src,
+            &mnt,
+            "--target",
+            target,
+            "--state-dir",
+            &state,
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (mount("rsync:/host/mod", &[]), "write rsync://host/mod"),
+        (mount("rsync:host/mod", &[]), "write rsync://host/mod"),
+        (mount("backup:/srv/data", &[]), "HOST:PATH"),
+        (mount("nas::", &[]), "no module"),
+        (mount("nas::../x", &[]), "module '..' is not a module name"),
+        (
+            mount(&missing, &[]),
+            "does not exist (create it, or give --create-target)",
+        ),
+        (
+            mount("rsync://h/m", &["--password-file", &pw]),
+            "password file",
+        ),
+        (
+            mount(&missing, &["--consistency", "async", "--max-lag", "-1s"]),
+            "'-1s' is a negative duration",
+        ),
+        (
+            vec!["sync".into(), mnt.clone(), "--timeout".into(), "-5m".into()],
+            "'-5m' is a negative duration",
+        ),
+        (
+            vec!["verify".into(), src.clone(), "rsync:/host/mod".into()],
+            "write rsync://host/mod",
+        ),
+    ];
+    let before = tree(&d.root);
+    for (args, needle) in &cases {
+        let out = bin().args(args).current_dir(&d.root).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{args:?}: does not say {needle:?}:\n{err}"
+        );
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+        assert_eq!(tree(&d.root), before, "{args:?} created something");
+    }
+    // The OS error of a bad password file is said once.
+    let out = bin()
+        .args(mount("rsync://h/m", &["--password-file", &pw]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // rsync's own HOST::MODULE form is an rsync target.
+    let out = bin()
+        .args(["verify", &src, "nas::mirror/data"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("verify against rsync:// targets"), "{err}");
 }

@@ -288,7 +288,7 @@ fn options_become_flags() {
         .args(["/srv/data", "/mnt/data", "-n", "-s", "-o"])
         .arg(concat!(
             r"target=/backup/one\040two,defaults,consistency=async,max_lag=2s,",
-            r#"target="/backup/a,b",io=portable,state_dir=/var/lib/x,password_file=/etc/pw,"#,
+            r#"target="/backup/a,b",io=portable,state_dir=/var/lib/x,password_file=/etc/pw,create_target,"#,
             r"allow_other,noauto,nofail,_netdev,user,comment=hi,x-systemd.automount,noatime"
         ))
         .output()
@@ -313,6 +313,7 @@ fn options_become_flags() {
         "/var/lib/x",
         "--password-file",
         "/etc/pw",
+        "--create-target",
         "-o",
         "allow_other,noatime",
         "--daemon",

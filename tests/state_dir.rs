@@ -644,7 +644,7 @@ fn three_targets_checkpoint_without_errors() {
     let d = Dirs::new();
     let _c = Cleanup(d.p("mnt"));
     let state = d.p("state");
-    let mut args = mount_args(&d, &state, &[]);
+    let mut args = mount_args(&d, &state, &["--create-target"]);
     for t in ["t2", "t3"] {
         args.extend(["--target".to_string(), d.s(t)]);
     }

@@ -43,7 +43,7 @@ use crate::backend::FastIo;
 use crate::journal::extents::ExtentSet;
 use crate::journal::record::{NodeKind, Op};
 use crate::sys::{self, Errno};
-pub use url::RsyncUrl;
+pub use url::{RsyncUrl, remote_target};
 
 /// How long the daemon may stay silent (or refuse our bytes) before the
 /// session is given up and retried.

@@ -37,17 +37,86 @@ impl fmt::Display for RsyncUrl {
     }
 }
 
+/// What a TARGET written as text is: a remote one (`Some`, parsed or
+/// refused) or a local directory (`None`).
+///
+/// Remote: `rsync://...`; rsync's own daemon form
+/// `[USER@]HOST::MODULE[/PATH]`, which means
+/// `rsync://[USER@]HOST/MODULE[/PATH]`; and, refused with the form to
+/// write instead rather than taken for a directory of that name, anything
+/// else that looks like a URL or a remote: another `SCHEME://`, `rsync:`
+/// without the two slashes, and rsync's remote-shell form `HOST:PATH`.
+/// A directory whose name really looks like that is written `./NAME`.
+pub fn remote_target(s: &str) -> Option<Result<RsyncUrl>> {
+    let form = "rsync://[USER@]HOST[:PORT]/MODULE[/PATH] or [USER@]HOST::MODULE[/PATH]";
+    if s.contains("://") {
+        return Some(RsyncUrl::parse(s));
+    }
+    if let Some((authority, path)) = daemon_form(s) {
+        return Some(RsyncUrl::parse_parts(s, authority, path));
+    }
+    if s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("rsync:")) {
+        let rest = s[6..].trim_start_matches('/');
+        return Some(Err(Error::invalid(format!(
+            "target '{s}': not an rsync URL; write rsync://{rest} (rsync://HOST/MODULE[/PATH])"
+        ))));
+    }
+    // HOST:PATH, the colon before any slash. A one-letter HOST is a
+    // Windows drive (C:\x, C:x), which stays local.
+    let before_slash = s.split(['/', '\\']).next().unwrap_or("");
+    if let Some((host, _)) = before_slash.split_once(':') {
+        if host.len() > 1 {
+            return Some(Err(Error::invalid(format!(
+                "target '{s}': HOST:PATH (rsync over a remote shell) is not supported; \
+                 give an rsync daemon as {form}, or a directory named so as ./{s}"
+            ))));
+        }
+    }
+    None
+}
+
+/// `[USER@]HOST::MODULE[/PATH]` split at the `::` (outside an IPv6
+/// `[...]`), when `s` is written so.
+fn daemon_form(s: &str) -> Option<(&str, &str)> {
+    let first = s.find("::")?;
+    let at = match s.find('[') {
+        // An IPv6 host: its own colons are not the separator.
+        Some(open) if open < first => {
+            let close = open + s[open..].find(']')?;
+            close + s[close..].find("::")?
+        }
+        _ => first,
+    };
+    let authority = &s[..at];
+    if authority.is_empty() || authority.contains(['/', '\\']) {
+        return None;
+    }
+    Some((authority, &s[at + 2..]))
+}
+
 impl RsyncUrl {
+    /// Parses `rsync://[USER@]HOST[:PORT]/MODULE[/PATH]`.
     pub fn parse(s: &str) -> Result<Self> {
+        let rest = s.strip_prefix("rsync://").ok_or_else(|| {
+            Error::invalid(format!(
+                "target '{s}': not an rsync:// URL (expected rsync://[USER@]HOST[:PORT]/MODULE[/PATH])"
+            ))
+        })?;
+        let (authority, path) = rest.split_once('/').ok_or_else(|| {
+            Error::invalid(format!(
+                "target '{s}': no module (expected rsync://[USER@]HOST[:PORT]/MODULE[/PATH])"
+            ))
+        })?;
+        Self::parse_parts(s, authority, path)
+    }
+
+    /// `[USER@]HOST[:PORT]` and `MODULE[/PATH]`, from `s` as the user wrote it.
+    fn parse_parts(s: &str, authority: &str, path: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::invalid(format!(
                 "target '{s}': {why} (expected rsync://[USER@]HOST[:PORT]/MODULE[/PATH])"
             ))
         };
-        let rest = s
-            .strip_prefix("rsync://")
-            .ok_or_else(|| bad("not an rsync:// URL"))?;
-        let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no module"))?;
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
             Some(_) => return Err(bad("empty user name before '@'")),
@@ -154,6 +223,36 @@ mod tests {
             "http://h/m",
         ] {
             assert!(RsyncUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn targets_that_are_remote() {
+        let u = remote_target("alice@nas::mirror/data/").unwrap().unwrap();
+        assert_eq!(u.to_string(), "rsync://alice@nas/mirror/data");
+        let u = remote_target("[::1]::m").unwrap().unwrap();
+        assert_eq!((u.host.as_str(), u.module.as_str()), ("::1", "m"));
+        assert!(remote_target("nas::").unwrap().is_err());
+        for (bad, says) in [
+            ("rsync:/host/mod", "write rsync://host/mod"),
+            ("rsync:host/mod", "write rsync://host/mod"),
+            ("RSYNC:/host/mod", "write rsync://host/mod"),
+            ("backup:/srv", "HOST:PATH"),
+            ("http://h/m", "not an rsync:// URL"),
+        ] {
+            let e = remote_target(bad).unwrap().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        for local in [
+            "/srv/a::b",
+            "./x:y",
+            "rel/dir",
+            "C:\\data",
+            "C:/data",
+            "x",
+            "rsync",
+        ] {
+            assert!(remote_target(local).is_none(), "{local} taken as remote");
         }
     }
 }
