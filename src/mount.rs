@@ -332,6 +332,91 @@ impl Drop for Replication {
     }
 }
 
+/// The service manager's status line for the targets' state: the
+/// start-up reconcile while it runs, then lag and queue depth.
+pub fn service_status_line(targets: &[crate::sync::status::TargetStatus], started: bool) -> String {
+    if !started {
+        let (scanned, fixed) = targets.iter().fold((0, 0), |(s, f), t| {
+            (
+                s + t.reconcile.entries_scanned,
+                f + t.reconcile.entries_fixed,
+            )
+        });
+        return format!(
+            "reconciling the targets with SOURCE: {scanned} entries scanned, {fixed} fixed"
+        );
+    }
+    if let Some(t) = targets.iter().find(|t| t.state == "failing") {
+        return format!(
+            "target {} failing: {}",
+            t.target,
+            t.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    let lag = targets.iter().map(|t| t.lag_seconds).fold(0.0, f64::max);
+    let ops: u64 = targets.iter().map(|t| t.pending_ops).sum();
+    let bytes: u64 = targets.iter().map(|t| t.pending_bytes).sum();
+    let state = if targets.iter().all(|t| t.state == "in_sync") {
+        "in sync"
+    } else {
+        "catching up"
+    };
+    format!(
+        "{state}: {} target(s), lag {lag:.1} s, {ops} change(s) ({bytes} bytes) queued",
+        targets.len()
+    )
+}
+
+/// Tells a service manager (systemd `Type=notify`; nothing without one)
+/// how the mount is doing: `STATUS=` every second, `READY=1` once
+/// `live()` says the mount answers and every target finished its
+/// start-up reconcile, and `WATCHDOG=1` at half the watchdog interval for
+/// as long as the engine answers (a wedged engine stops the pings, and the
+/// manager restarts the service). Runs until the engine is gone.
+pub fn tell_service(engine: &Arc<Engine>, live: impl Fn() -> bool + Send + 'static) {
+    if !crate::sys::service_managed() {
+        return;
+    }
+    let engine = Arc::downgrade(engine);
+    let watchdog = crate::sys::service_watchdog_interval();
+    let tick = watchdog
+        .map(|w| (w / 2).min(Duration::from_secs(1)))
+        .unwrap_or(Duration::from_secs(1));
+    let spawned = std::thread::Builder::new()
+        .name("service-notify".into())
+        .spawn(move || {
+            let mut ready = false;
+            let mut last = String::new();
+            let mut last_sent = Instant::now();
+            loop {
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                let started = engine.started();
+                let line = service_status_line(&engine.target_status(), started);
+                drop(engine);
+                if !ready && started && live() {
+                    ready = true;
+                    crate::sys::service_ready(&line);
+                    tracing::info!("told the service manager: ready ({line})");
+                    last = line;
+                    last_sent = Instant::now();
+                } else if line != last || last_sent.elapsed() >= Duration::from_secs(10) {
+                    crate::sys::service_status(&line);
+                    last = line;
+                    last_sent = Instant::now();
+                }
+                if watchdog.is_some() {
+                    crate::sys::service_watchdog();
+                }
+                std::thread::sleep(tick);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the service notifier: {e}");
+    }
+}
+
 /// On a terminal: a one-line progress display while targets reconcile.
 pub fn show_reconcile_progress(engine: Arc<Engine>) {
     let _ = std::thread::Builder::new()

@@ -162,6 +162,12 @@ impl Engine {
         self.invalid_dropped.load(Ordering::Relaxed)
     }
 
+    /// Whether every target finished its start-up reconcile (barriers
+    /// count on it from then on).
+    pub fn started(&self) -> bool {
+        self.slots.iter().all(|s| s.ready.load(Ordering::Acquire))
+    }
+
     pub fn on_target_down(&self) -> TargetDown {
         self.on_down
     }

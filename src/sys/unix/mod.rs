@@ -15,6 +15,11 @@ pub use sparse::*;
 /// inode table entry (its file handle and, while it has one, its
 /// descriptor).
 pub type Identity = std::sync::Arc<passthrough::Node>;
+mod service;
+pub use service::{
+    service_managed, service_ready, service_status, service_stopping, service_watchdog,
+    service_watchdog_interval,
+};
 mod state_dir;
 
 pub use state_dir::StateDir;

@@ -258,6 +258,7 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!("signal {sig}: unmounting {}", mountpoint.display());
+                crate::sys::service_stopping(&format!("signal {sig}: unmounting"));
                 if let Err(e) = unmounter.unmount() {
                     tracing::warn!("unmount {}: {e}; detaching", mountpoint.display());
                     if let Err(e) = detach(&mountpoint) {
@@ -274,7 +275,16 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         crate::mount::show_reconcile_progress(Arc::clone(replication.engine()));
     }
+    let live_at = spec.mountpoint.clone();
+    crate::mount::tell_service(replication.engine(), move || {
+        crate::sys::mountinfo::find(&live_at)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.fstype == crate::sys::mountinfo::FSTYPE || m.fstype.is_empty())
+            && std::fs::metadata(&live_at).is_ok()
+    });
     let result = ended(session.run());
+    crate::sys::service_stopping("unmounted: draining the changes still queued to the targets");
     signal_handle.close();
     let _ = watcher.join();
     // The mount is gone; what was recorded still goes to the targets.
