@@ -421,6 +421,17 @@ fn as_file(h: &Handle) -> &File {
     }
 }
 
+/// A handle the core gave out (caching is WinFsp's own affair);
+/// `created` when this call made the name.
+fn opened(fh: Fh, created: bool) -> Opened {
+    Opened {
+        fh,
+        keep_cache: false,
+        uncached: false,
+        created,
+    }
+}
+
 fn data_access(flags: i32) -> u32 {
     match flags & ACCMODE {
         libc::O_WRONLY => FILE_GENERIC_WRITE | FILE_READ_ATTRIBUTES,
@@ -563,19 +574,11 @@ impl Vfs for Passthrough {
         nt::rename_at(&f, &to.handle, &to_name, flags & RENAME_NOREPLACE == 0)
     }
 
-    fn link(&self, _ctx: &Ctx, ino: Ino, new_parent: Ino, new_name: &OsStr) -> io::Result<Entry> {
+    fn link(&self, ctx: &Ctx, ino: Ino, new_parent: Ino, new_name: &OsStr) -> io::Result<Entry> {
         let node = self.node(ino)?;
         let to = self.dir(new_parent)?;
         nt::link_at(&node.handle, &to.handle, &component(new_name)?)?;
-        self.lookup(
-            &crate::fs::Ctx {
-                uid: 0,
-                gid: 0,
-                pid: 0,
-            },
-            new_parent,
-            new_name,
-        )
+        self.lookup(ctx, new_parent, new_name)
     }
 
     fn open(&self, _ctx: &Ctx, ino: Ino, flags: i32) -> io::Result<Opened> {
@@ -587,12 +590,7 @@ impl Vfs for Passthrough {
         if flags & libc::O_TRUNC != 0 && flags & ACCMODE != libc::O_RDONLY {
             f.set_len(0)?;
         }
-        Ok(Opened {
-            fh: self.add_handle(Handle::File(f)),
-            keep_cache: false,
-            uncached: false,
-            created: false,
-        })
+        Ok(opened(self.add_handle(Handle::File(f)), false))
     }
 
     fn create(
@@ -622,13 +620,7 @@ impl Vfs for Passthrough {
         };
         let (f, created) = self.child(parent, name, how)?;
         let entry = self.enter(nt::reopen(&f, META)?)?;
-        let opened = Opened {
-            fh: self.add_handle(Handle::File(f)),
-            keep_cache: false,
-            uncached: false,
-            created,
-        };
-        Ok((entry, opened))
+        Ok((entry, opened(self.add_handle(Handle::File(f)), created)))
     }
 
     fn read(
@@ -699,12 +691,7 @@ impl Vfs for Passthrough {
                  file_id,
              }| (name, kind_of(attributes), file_id),
         ));
-        Ok(Opened {
-            fh: self.add_handle(Handle::Dir(entries)),
-            keep_cache: false,
-            uncached: false,
-            created: false,
-        })
+        Ok(opened(self.add_handle(Handle::Dir(entries)), false))
     }
 
     fn readdir(
