@@ -317,6 +317,19 @@ impl Replication {
         self.engine.barrier(timeout)
     }
 
+    /// After the mount is gone: waits up to `timeout` for every target to
+    /// have what was recorded (what is left stays in the journal for the
+    /// next mount, and the log says so), then stops the workers.
+    pub fn finish(&self, timeout: Duration) {
+        match self.drain(timeout) {
+            Ok(()) => tracing::info!("every target has every change"),
+            Err(e) => tracing::warn!(
+                "stopping with changes pending (kept in the journal for the next mount): {e}"
+            ),
+        }
+        self.stop();
+    }
+
     /// Stops the workers; records a clean shutdown when nothing is pending.
     pub fn stop(&self) {
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));

@@ -221,10 +221,7 @@ impl Mounted {
                 detach(&self.mountpoint)
             }
         };
-        if let Err(e) = self.replication.drain(self.drain_timeout) {
-            tracing::warn!("unmounted with changes still pending (kept in the journal): {e}");
-        }
-        self.replication.stop();
+        self.replication.finish(self.drain_timeout);
         r
     }
 }
@@ -288,13 +285,7 @@ pub fn run_foreground(spec: &MountSpec) -> io::Result<()> {
     signal_handle.close();
     let _ = watcher.join();
     // The mount is gone; what was recorded still goes to the targets.
-    match replication.drain(DRAIN_TIMEOUT) {
-        Ok(()) => tracing::info!("every target has every change"),
-        Err(e) => tracing::warn!(
-            "stopping with changes pending (kept in the journal for the next mount): {e}"
-        ),
-    }
-    replication.stop();
+    replication.finish(DRAIN_TIMEOUT);
     tracing::info!(
         largest_write = stats
             .largest_write

@@ -158,10 +158,7 @@ impl Mounted {
         host.stop();
         host.unmount();
         drop(host);
-        if let Err(e) = self.replication.drain(self.drain_timeout) {
-            tracing::warn!("unmounted with changes still pending (kept in the journal): {e}");
-        }
-        self.replication.stop();
+        self.replication.finish(self.drain_timeout);
     }
 }
 
